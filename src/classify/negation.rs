@@ -1,0 +1,155 @@
+//! Negation: "the PIN is NOT locked" must not count as evidence that the PIN is locked.
+//!
+//! A hit is negated when a negation cue stands at most [`WINDOW`] words before it, in the same
+//! clause. Clauses end at sentence punctuation, commas, colons and contrastive conjunctions
+//! ("but", "aber", "mais", "pero"), so "I don't know why, but my PIN is locked" stays
+//! positive. Cues in English, German, French and Spanish are built in; a catalogue may add
+//! more. Pseudo-negations ("not sure", "not only", "no idea") are not cues.
+//!
+//! Where the absence *is* the symptom ("no passkey option"), the catalogue writes the
+//! negation into its keyword, and the matcher does not let a cue that is itself part of the
+//! symptom's own evidence negate it (see `Classifier`).
+
+/// How many words before a hit a cue may stand.
+pub const WINDOW: usize = 2;
+
+/// Built-in negation cues (normalised spelling).
+pub const CUES: &[&str] = &[
+    // English
+    "not", "no", "never", "without", "nor", "neither", "can't", "don't", "doesn't", "didn't",
+    "isn't", "won't", "wasn't", "aren't", "weren't", "couldn't", "wouldn't", "haven't", "hasn't",
+    "shouldn't", "ain't", "nothing", // German
+    "nicht", "kein", "keine", "keinen", "keiner", "nie", "niemals", "ohne", // French
+    "pas", "jamais", "aucun", "aucune", "sans", "ni", // Spanish ("no" above)
+    "nunca", "ningun", "ninguna", "ninguno", "sin", "tampoco",
+];
+
+/// Words that close a clause.
+const CLAUSE_WORDS: &[&str] = &[
+    "but", "however", "although", "though", "yet", "except", "aber", "sondern", "jedoch", "mais",
+    "pourtant", "pero", "sino", "aunque",
+];
+
+/// Words that, right after a cue, make it no negation at all.
+const PSEUDO_AFTER: &[&str] = &[
+    "only", "sure", "just", "idea", "matter", "clue", "doubt", "problem", "nur", "seulement",
+    "solo", "solamente",
+];
+
+/// Negation cues, built-in plus a catalogue's own.
+#[derive(Debug, Clone)]
+pub struct Negation {
+    cues: Vec<Box<str>>,
+}
+
+impl Default for Negation {
+    fn default() -> Self {
+        Negation::new(std::iter::empty::<&str>())
+    }
+}
+
+impl Negation {
+    /// The built-in cues plus `extra`.
+    pub fn new<'a>(extra: impl IntoIterator<Item = &'a str>) -> Negation {
+        let mut cues: Vec<Box<str>> = CUES.iter().map(|s| (*s).into()).collect();
+        cues.extend(extra.into_iter().map(Into::into));
+        cues.sort();
+        cues.dedup();
+        Negation { cues }
+    }
+
+    fn is_cue(&self, w: &str) -> bool {
+        self.cues.binary_search_by(|c| (**c).cmp(w)).is_ok()
+    }
+
+    /// Start offsets of the cues that negate a hit starting at `start` in `text`.
+    ///
+    /// Returns every cue found within the window (nearest first), so the caller can discard
+    /// cues that are part of the symptom's own evidence.
+    pub fn cues_before(&self, text: &str, start: usize) -> Vec<usize> {
+        let bytes = text.as_bytes();
+        let mut found = Vec::new();
+        let mut pos = start;
+        let mut next_word: Option<&str> = None;
+        for _ in 0..WINDOW {
+            // Skip white space backwards; stop at clause punctuation.
+            while pos > 0 && bytes[pos - 1] == b' ' {
+                pos -= 1;
+            }
+            if pos == 0 {
+                break;
+            }
+            let c = bytes[pos - 1];
+            if matches!(c, b'.' | b',' | b';' | b':' | b'!' | b'?' | b'\n' | b'>') {
+                break;
+            }
+            let end = pos;
+            while pos > 0 && is_word_byte(bytes[pos - 1]) {
+                pos -= 1;
+            }
+            if pos == end {
+                break;
+            }
+            let w = &text[pos..end];
+            if CLAUSE_WORDS.contains(&w) {
+                break;
+            }
+            let contracted = w.ends_with("n't");
+            if (self.is_cue(w) || contracted) && !next_word.is_some_and(|n| PSEUDO_AFTER.contains(&n)) {
+                found.push(pos);
+            }
+            next_word = Some(w);
+        }
+        found
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'\'' || b >= 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn negated(text: &str, word: &str) -> bool {
+        let start = text.find(word).unwrap();
+        !Negation::default().cues_before(text, start).is_empty()
+    }
+
+    #[test]
+    fn direct_negation() {
+        assert!(negated("the pin is not locked, i can still type it", "locked"));
+        assert!(negated("pin isn't locked", "locked"));
+        assert!(negated("the pin is never blocked", "blocked"));
+        assert!(negated("die pin ist nicht gesperrt", "gesperrt"));
+        assert!(negated("le pin n'est pas bloque", "bloque"));
+        assert!(negated("el pin no esta bloqueado", "bloqueado"));
+    }
+
+    #[test]
+    fn clause_boundaries_stop_negation() {
+        assert!(!negated("i don't know why, my pin is locked", "locked"));
+        assert!(!negated("not the printer but the pin locked", "pin"));
+        assert!(!negated("no. locked", "locked"));
+    }
+
+    #[test]
+    fn window_is_two_words() {
+        assert!(!negated("i can't use my passkey", "passkey"));
+        assert!(negated("it is not really locked", "locked"));
+    }
+
+    #[test]
+    fn pseudo_negations_are_not_cues() {
+        assert!(!negated("not sure locked", "locked"));
+        assert!(!negated("no idea, locked", "locked"));
+        assert!(!negated("not only locked", "locked"));
+    }
+
+    #[test]
+    fn catalogue_cues_extend_the_list() {
+        let n = Negation::new(["nope"]);
+        assert!(!n.cues_before("nope locked", 5).is_empty());
+    }
+}

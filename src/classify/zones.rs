@@ -1,0 +1,368 @@
+//! Which parts of a ticket body speak for the ticket, and which only repeat or decorate it.
+//!
+//! E-mail bodies carry earlier messages (quoted replies, Outlook header blocks), signatures,
+//! "Sent from my phone" lines and legal disclaimers. Their words must not drive the result: an
+//! agent's earlier reply listing five passkey checks says nothing about today's problem. This
+//! module finds them, line by line, in the normalised text and returns the byte ranges to
+//! ignore. A forwarded message is different: its header lines are ignored, but its content is
+//! usually the very problem being forwarded, so it counts.
+
+use super::normalize::Normalized;
+
+/// A half-open byte range of normalised text.
+pub type Range = (u32, u32);
+
+/// Reply headers: `On <date>, <name> wrote:` and its German, French and Spanish forms.
+fn is_reply_intro(line: &str, next: &str) -> bool {
+    let both_owned;
+    let both: &str = if line.len() < 200 && !next.is_empty() {
+        both_owned = format!("{line} {next}");
+        &both_owned
+    } else {
+        line
+    };
+    let starts = |p: &str| line.starts_with(p);
+    (starts("on ") && (line.contains("wrote") || both.contains(" wrote:")))
+        || (starts("am ") && both.contains("schrieb"))
+        || (starts("le ") && both.contains("a ecrit"))
+        || (starts("el ") && (both.contains("escribio") || both.contains("escribi")))
+        || (line.ends_with(" wrote:") && line.len() < 160)
+}
+
+fn is_original_message(line: &str) -> bool {
+    let l = line.trim_matches(|c: char| c == ' ' || c == ':');
+    matches!(
+        l,
+        "original message"
+            | "ursprungliche nachricht"
+            | "urspr ngliche nachricht"
+            | "message d'origine"
+            | "mensaje original"
+            | "reply message"
+    )
+}
+
+fn is_forward_marker(line: &str) -> bool {
+    let l = line.trim_matches(|c: char| c == ' ' || c == ':');
+    l.contains("forwarded message")
+        || l.starts_with("begin forwarded message")
+        || l.contains("weitergeleitete nachricht")
+        || l.contains("message transfere")
+        || l.contains("mensaje reenviado")
+        || l == "forwarded"
+}
+
+/// Header keys of a quoted or forwarded message, in the four languages.
+fn header_key(line: &str) -> Option<&'static str> {
+    const KEYS: &[(&str, &str)] = &[
+        ("from:", "from"),
+        ("from :", "from"),
+        ("von:", "from"),
+        ("de:", "from"),
+        ("de :", "from"),
+        ("sent:", "date"),
+        ("date:", "date"),
+        ("datum:", "date"),
+        ("gesendet:", "date"),
+        ("envoye :", "date"),
+        ("envoye:", "date"),
+        ("enviado el:", "date"),
+        ("enviado:", "date"),
+        ("fecha:", "date"),
+        ("to:", "to"),
+        ("an:", "to"),
+        ("a :", "to"),
+        ("a:", "to"),
+        ("para:", "to"),
+        ("cc:", "to"),
+        ("subject:", "subject"),
+        ("betreff:", "subject"),
+        ("objet :", "subject"),
+        ("objet:", "subject"),
+        ("asunto:", "subject"),
+    ];
+    KEYS.iter()
+        .find(|(k, _)| line.starts_with(k))
+        .map(|(_, v)| *v)
+}
+
+fn is_sign_off(line: &str) -> bool {
+    let l = line.trim_matches(|c: char| c == ' ' || c == ',' || c == '!' || c == '.' || c == '-');
+    matches!(
+        l,
+        "thanks"
+            | "thank you"
+            | "thanks in advance"
+            | "thanks again"
+            | "many thanks"
+            | "thx"
+            | "ty"
+            | "regards"
+            | "best regards"
+            | "kind regards"
+            | "warm regards"
+            | "best wishes"
+            | "best"
+            | "cheers"
+            | "br"
+            | "mit freundlichen grussen"
+            | "freundliche grusse"
+            | "viele grusse"
+            | "beste grusse"
+            | "liebe grusse"
+            | "gruss"
+            | "grusse"
+            | "danke"
+            | "vielen dank"
+            | "lg"
+            | "vg"
+            | "mfg"
+            | "cordialement"
+            | "bien cordialement"
+            | "merci"
+            | "merci d'avance"
+            | "bonne journee"
+            | "saludos"
+            | "un saludo"
+            | "saludos cordiales"
+            | "atentamente"
+            | "gracias"
+            | "muchas gracias"
+    )
+}
+
+fn is_device_footer(line: &str) -> bool {
+    line.starts_with("sent from my ")
+        || line.starts_with("von meinem ")
+        || line.starts_with("envoye de mon ")
+        || line.starts_with("enviado desde mi ")
+        || line.starts_with("get outlook for ")
+}
+
+fn is_disclaimer(line: &str) -> bool {
+    let conf = line.contains("confidential")
+        || line.contains("vertraulich")
+        || line.contains("confidentiel")
+        || line.contains("confidencial");
+    let who = line.contains("intended")
+        || line.contains("recipient")
+        || line.contains("addressee")
+        || line.contains("privileged")
+        || line.contains("empfanger")
+        || line.contains("destinataire")
+        || line.contains("destinatario");
+    conf && who
+}
+
+/// Line `i` of `n`, trimmed of the space a line break left behind.
+fn line_text(n: &Normalized, i: usize) -> &str {
+    let start = n.lines[i] as usize;
+    let end = n
+        .lines
+        .get(i + 1)
+        .map(|&e| e as usize)
+        .unwrap_or(n.text.len());
+    n.text[start..end].trim_matches(|c: char| c == ' ' || c == '\n')
+}
+
+/// Byte ranges of `n.text` that are quoted, headers, signatures or disclaimers.
+///
+/// `signature_lines` lists the indexes of lines that follow a `-- ` signature delimiter in the
+/// source (the delimiter itself normalises to nothing, so the caller finds it in the source).
+pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>) -> Vec<Range> {
+    let count = n.lines.len();
+    if n.text.is_empty() {
+        return Vec::new();
+    }
+    let line_end = |i: usize| n.lines.get(i + 1).copied().unwrap_or(n.text.len() as u32);
+    let mut out: Vec<Range> = Vec::new();
+    let mut push = |s: u32, e: u32| {
+        if let Some(last) = out.last_mut() {
+            if last.1 >= s {
+                last.1 = last.1.max(e);
+                return;
+            }
+        }
+        out.push((s, e));
+    };
+    let end_of_text = n.text.len() as u32;
+    let mut quoted = n.quoted_lines.iter().peekable();
+    let mut fresh_end = signature_line.map(|i| n.lines[i]).unwrap_or(end_of_text);
+    let mut i = 0;
+    let mut in_forward_headers = false;
+    while i < count {
+        let start = n.lines[i];
+        if start >= fresh_end {
+            break;
+        }
+        let line = line_text(n, i);
+        let next = if i + 1 < count { line_text(n, i + 1) } else { "" };
+        while quoted.peek().is_some_and(|&&q| (q as usize) < i) {
+            quoted.next();
+        }
+        if quoted.peek().is_some_and(|&&q| q as usize == i) || line.starts_with('>') {
+            push(start, line_end(i));
+            i += 1;
+            continue;
+        }
+        if is_forward_marker(line) {
+            push(start, line_end(i));
+            in_forward_headers = true;
+            i += 1;
+            continue;
+        }
+        if in_forward_headers {
+            if header_key(line).is_some() {
+                push(start, line_end(i));
+                i += 1;
+                continue;
+            }
+            in_forward_headers = false;
+        }
+        // An earlier message: from here to the end is not the sender's own words.
+        let outlook_block = header_key(line) == Some("from")
+            && (1..=4).any(|k| {
+                i + k < count && matches!(header_key(line_text(n, i + k)), Some("date" | "to"))
+            });
+        if is_reply_intro(line, next) || is_original_message(line) || outlook_block {
+            fresh_end = start;
+            break;
+        }
+        if is_disclaimer(line) {
+            fresh_end = start;
+            break;
+        }
+        if is_device_footer(line) {
+            push(start, line_end(i));
+            i += 1;
+            continue;
+        }
+        if is_sign_off(line) && i > 0 {
+            // A sign-off near the end: what follows is a name, a title, a phone number.
+            let remaining = (i + 1..count).take_while(|&k| n.lines[k] < fresh_end).count();
+            if remaining <= 12 {
+                fresh_end = start;
+                break;
+            }
+        }
+        i += 1;
+    }
+    if fresh_end < end_of_text {
+        push(fresh_end, end_of_text);
+    }
+    out
+}
+
+/// Whether `pos` falls in one of the sorted, disjoint `ranges`.
+pub fn contains(ranges: &[Range], pos: u32) -> bool {
+    let i = ranges.partition_point(|r| r.1 <= pos);
+    ranges.get(i).is_some_and(|r| r.0 <= pos)
+}
+
+/// The line index that holds the first content after a `-- ` signature delimiter, if any.
+pub fn signature_line(source: &str, n: &Normalized) -> Option<usize> {
+    let b = source.as_bytes();
+    let mut at = None;
+    for pat in [&b"\n-- \n"[..], b"\n--\n", b"\n-- \r\n", b"\n--\r\n"] {
+        if let Some(p) = memchr::memmem::find(b, pat) {
+            at = Some(at.map_or(p, |a: usize| a.min(p)));
+        }
+    }
+    let at = at?;
+    // The first recorded line whose source start lies after the delimiter.
+    n.lines.iter().position(|&l| {
+        let (s, _) = n.source_span(l as usize, l as usize + 1);
+        s > at
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::normalize::{normalize, normalize_auto};
+    use super::*;
+
+    fn kept(src: &str) -> String {
+        let n = normalize_auto(src, None);
+        let sig = signature_line(src, &n);
+        let r = ignored_ranges(&n, sig);
+        let mut out = String::new();
+        for (i, ch) in n.text.char_indices() {
+            if !contains(&r, i as u32) {
+                out.push(ch);
+            }
+        }
+        out.trim().to_string()
+    }
+
+    #[test]
+    fn gmail_reply_is_ignored() {
+        let t = "My key blinks now.\n\nOn Mon, 3 Nov 2025 at 09:12, Help Desk <hd@example.com> wrote:\n> Is your PIN locked?\n> Try the QR code.";
+        assert_eq!(kept(t), "my key blinks now.");
+    }
+
+    #[test]
+    fn wrapped_reply_intro_is_ignored() {
+        let t = "Still broken\n\nOn Mon, Nov 3, 2025 at 9:12 AM Help Desk\n<hd@example.com> wrote:\n\nold text";
+        assert_eq!(kept(t), "still broken");
+    }
+
+    #[test]
+    fn outlook_block_is_ignored() {
+        let t = "New problem here\n\nFrom: Service Desk\nSent: Monday, 3 November 2025 09:12\nTo: Jane\nSubject: RE: passkey\n\nold reply about PIN";
+        assert_eq!(kept(t), "new problem here");
+    }
+
+    #[test]
+    fn german_and_french_headers_are_ignored() {
+        assert_eq!(
+            kept("Neu\n\nVon: IT\nGesendet: Montag\nAn: Max\nBetreff: x\n\nalt"),
+            "neu"
+        );
+        assert_eq!(
+            kept("Nouveau\n\nLe lun. 3 nov. 2025 à 09:12, Support <s@x.fr> a écrit :\n> ancien"),
+            "nouveau"
+        );
+        assert_eq!(
+            kept("Nuevo\n\nEl lun, 3 nov 2025 a las 9:12, Soporte escribió:\n> viejo"),
+            "nuevo"
+        );
+    }
+
+    #[test]
+    fn original_message_separator() {
+        assert_eq!(
+            kept("top\n-----Original Message-----\nFrom: a\nold"),
+            "top"
+        );
+    }
+
+    #[test]
+    fn forwarded_content_counts_but_headers_do_not() {
+        let t = "FYI see below\n\n---------- Forwarded message ---------\nFrom: Bob <b@x.com>\nDate: Mon, 3 Nov\nSubject: key\nTo: IT\n\nMy YubiKey is not detected.";
+        assert_eq!(kept(t), "fyi see below\nmy yubikey is not detected.");
+    }
+
+    #[test]
+    fn signature_and_disclaimer_are_ignored() {
+        let t = "PIN is blocked.\n\nKind regards,\nJane Doe\nFinance | +1 555 0100\n\nCONFIDENTIAL: this e-mail is intended only for the named recipient.";
+        assert_eq!(kept(t), "pin is blocked.");
+        let t = "Key not found\n-- \nJane\nSecurity key team lead";
+        assert_eq!(kept(t), "key not found");
+        let t = "Key not found\n\nSent from my iPhone";
+        assert_eq!(kept(t), "key not found");
+    }
+
+    #[test]
+    fn html_blockquote_is_ignored() {
+        let t = "<div>new text</div><blockquote type=\"cite\"><div>old PIN text</div></blockquote>";
+        assert_eq!(kept(t), "new text");
+    }
+
+    #[test]
+    fn thanks_at_the_start_is_kept() {
+        let t = "Thanks\nfor looking. My passkey fails.";
+        // "thanks" alone is a sign-off only when little follows; here the message follows.
+        assert!(kept(t).contains("passkey fails"));
+        let _ = normalize(t, None);
+    }
+}

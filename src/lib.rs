@@ -1,0 +1,27 @@
+//! triage finds known symptoms in help-desk tickets, tags the tickets and writes the agent a
+//! suggested first reply.
+//!
+//! A catalogue of symptoms (`patterns/*.toml`: keyword phrases, regexes, co-occurrence and
+//! exclusion rules, first checks, likely fix, reply template) is compiled once into a
+//! [`classify::Classifier`]. Each ticket's subject and body are normalised, scanned with one
+//! Aho-Corasick automaton, and scored per symptom; every symptom found carries its evidence as
+//! byte offsets into the original text. The engine knows nothing of any particular product:
+//! the passkey catalogue built into the binary is data like any other.
+//!
+//! # Layout
+//! - [`catalog`]: reads and validates catalogue files into a [`catalog::Catalog`]; errors as
+//!   `path:line: message`.
+//! - [`classify`]: normalisation, zones (quoted replies, signatures), negation, typo lexicon,
+//!   matching and scoring. No I/O.
+//! - [`reply`]: turns found symptoms into the suggested reply / internal note.
+//! - [`ticket`]: the [`ticket::Ticket`] type and its decoding from JSON Lines input.
+//! - [`decision`]: the decision record written for each ticket (the `classify` output shape).
+//! - [`eval`]: precision, recall and F1 of a catalogue over labelled tickets.
+//! - `main.rs`: the `triage` command line.
+
+pub mod catalog;
+pub mod classify;
+pub mod decision;
+pub mod eval;
+pub mod reply;
+pub mod ticket;

@@ -1,0 +1,448 @@
+//! The `triage` command line. Thin: parsing arguments, reading files, printing; the work is in
+//! the library.
+
+use std::io::{self, BufRead, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use triage::catalog::Catalog;
+use triage::classify::Classifier;
+use triage::decision::Decision;
+use triage::eval;
+use triage::ticket::Ticket;
+
+/// Find known symptoms in help-desk tickets, tag them, and suggest a first reply.
+///
+/// triage reads tickets (JSON Lines: one {"id", "subject", "body"} object per line), finds the
+/// symptoms of a catalogue in each (patterns/*.toml; the passkey catalogue is built in), and
+/// writes a decision per ticket: symptoms with scores and evidence, tags, and a suggested reply.
+///
+/// Catalogue: --patterns DIR, else ./patterns if it exists, else the built-in one.
+#[derive(Parser)]
+#[command(name = "triage", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify tickets and print one decision per ticket.
+    ///
+    /// Input is JSON Lines (`id`, `subject`, `body`; other keys are ignored), from FILE or
+    /// standard input. Output is one JSON line per ticket, in input order. A bad line is
+    /// reported on stderr with its line number and skipped; the exit status is 1 if any was.
+    ///
+    /// Examples:
+    ///   triage classify samples/tickets.jsonl
+    ///   triage classify --format human samples/tickets.jsonl
+    ///   echo "my YubiKey PIN is blocked" | triage classify --text
+    #[command(verbatim_doc_comment)]
+    Classify(ClassifyArgs),
+    /// Validate catalogues: print every problem as path:line: message, exit 1 if any.
+    ///
+    /// DIR defaults to ./patterns (or the built-in catalogue when there is none). Files may be
+    /// named directly too.
+    Check(CheckArgs),
+    /// Measure a catalogue on labelled tickets (JSON Lines with `labels: [symptom ids]`).
+    ///
+    /// Prints per-symptom precision, recall and F1, micro and macro F1, the false-positive rate
+    /// on tickets labelled [], and the misclassified tickets with their evidence. With
+    /// --min-macro-f1 / --max-fp-rate it is a gate: exit 1 when the catalogue falls short.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct CatalogueArg {
+    /// Catalogue directory (or one .toml file). Default: ./patterns, else the built-in one.
+    #[arg(long, short = 'p', value_name = "DIR")]
+    patterns: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    /// One JSON object per line.
+    Json,
+    /// Readable, with evidence highlighted.
+    Human,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    catalogue: CatalogueArg,
+    /// Treat the whole input as the body of one ticket.
+    #[arg(long)]
+    text: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Colour for --format human.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+    /// Input file; `-` or nothing for standard input.
+    #[arg(value_name = "FILE")]
+    input: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Catalogue directories or files.
+    #[arg(value_name = "DIR")]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    catalogue: CatalogueArg,
+    /// Labelled tickets (JSON Lines with `labels`).
+    #[arg(long, value_name = "FILE")]
+    labels: PathBuf,
+    /// Fail (exit 1) when macro F1 is below this.
+    #[arg(long, value_name = "F1")]
+    min_macro_f1: Option<f64>,
+    /// Fail (exit 1) when the false-positive rate on off-topic tickets is above this.
+    #[arg(long, value_name = "RATE")]
+    max_fp_rate: Option<f64>,
+    /// How many misclassified tickets to list (all by default).
+    #[arg(long, value_name = "N")]
+    show_misses: Option<usize>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(a) => classify(a),
+        Command::Check(a) => check(a),
+        Command::Eval(a) => eval_cmd(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                if io.kind() == io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("triage: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The catalogue the user asked for: --patterns, ./patterns, or the built-in one.
+fn load_catalogue(arg: &CatalogueArg) -> Result<Catalog> {
+    let path = match &arg.patterns {
+        Some(p) => Some(p.clone()),
+        None => {
+            let local = Path::new("patterns");
+            local.is_dir().then(|| local.to_path_buf())
+        }
+    };
+    match path {
+        Some(p) => Catalog::load(&p).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n(the catalogue in {} is invalid; run `triage check {}` for every problem)",
+                p.display(),
+                p.display()
+            )
+        }),
+        None => Ok(Catalog::builtin()),
+    }
+}
+
+fn classifier(arg: &CatalogueArg) -> Result<Classifier> {
+    Ok(Classifier::new(load_catalogue(arg)?)?)
+}
+
+fn open_input(path: Option<&Path>) -> Result<(String, Box<dyn BufRead>)> {
+    match path {
+        None => Ok(("<stdin>".into(), Box::new(io::stdin().lock()))),
+        Some(p) if p == Path::new("-") => Ok(("<stdin>".into(), Box::new(io::stdin().lock()))),
+        Some(p) => {
+            let f = std::fs::File::open(p)
+                .with_context(|| format!("{}: cannot open input", p.display()))?;
+            Ok((p.display().to_string(), Box::new(io::BufReader::new(f))))
+        }
+    }
+}
+
+/// Read JSON Lines tickets; bad lines are reported and counted, not fatal.
+fn read_tickets(name: &str, input: Box<dyn BufRead>, mut each: impl FnMut(Ticket) -> Result<()>) -> Result<usize> {
+    let mut skipped = 0;
+    for (i, line) in input.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("{name}: read failed"))?;
+        let lineno = i + 1;
+        let text = match std::str::from_utf8(&line) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{name}:{lineno}: invalid UTF-8 at byte {}; line skipped", e.valid_up_to());
+                skipped += 1;
+                continue;
+            }
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        match Ticket::from_json(text) {
+            Ok(t) => each(t)?,
+            Err(e) => {
+                eprintln!("{name}:{lineno}: {e}; line skipped");
+                skipped += 1;
+            }
+        }
+    }
+    Ok(skipped)
+}
+
+fn classify(a: ClassifyArgs) -> Result<ExitCode> {
+    let c = classifier(&a.catalogue)?;
+    let (name, mut input) = open_input(a.input.as_deref())?;
+    let stdout = io::stdout();
+    let colour = match a.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let mut out = BufWriter::new(stdout.lock());
+    let emit = |t: Ticket, out: &mut BufWriter<io::StdoutLock>| -> Result<()> {
+        let d = Decision::new(c.catalog(), &t, c.classify(t.text()));
+        match a.format {
+            Format::Json => {
+                serde_json::to_writer(&mut *out, &d)?;
+                out.write_all(b"\n")?;
+            }
+            Format::Human => human(out, &t, &d, colour)?,
+        }
+        Ok(())
+    };
+    if a.text {
+        let mut body = String::new();
+        input
+            .read_to_string(&mut body)
+            .with_context(|| format!("{name}: cannot read text (expected UTF-8)"))?;
+        let t = Ticket {
+            id: name.clone(),
+            body,
+            ..Default::default()
+        };
+        emit(t, &mut out)?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let skipped = read_tickets(&name, input, |t| emit(t, &mut out))?;
+    out.flush()?;
+    if skipped > 0 {
+        eprintln!("triage: {skipped} line(s) of {name} skipped (see above)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human(out: &mut impl Write, t: &Ticket, d: &Decision, colour: bool) -> Result<()> {
+    let (b, r, y, dim, off) = if colour {
+        ("\x1b[1m", "\x1b[1;31m", "\x1b[33m", "\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "", "", "", "")
+    };
+    writeln!(out, "{b}ticket {}{off}  ({} symptom{})", t.id, d.symptoms.len(), if d.symptoms.len() == 1 { "" } else { "s" })?;
+    if d.symptoms.is_empty() {
+        writeln!(out, "  {dim}no known symptom{off}\n")?;
+        return Ok(());
+    }
+    for s in &d.symptoms {
+        writeln!(out, "  {y}{}{off}  score {:.2}  {}", s.id, s.score, s.title)?;
+        for e in &s.evidence {
+            let src = if e.field == "subject" { &t.subject } else { &t.body };
+            // Show the line around the evidence with the match highlighted.
+            let ls = src[..e.start].rfind('\n').map_or(0, |i| i + 1);
+            let le = src[e.end..].find('\n').map_or(src.len(), |i| e.end + i);
+            let (mut ls, mut le) = (ls, le);
+            if e.start - ls > 60 {
+                ls = floor_char(src, e.start - 60);
+            }
+            if le - e.end > 60 {
+                le = floor_char(src, e.end + 60);
+            }
+            writeln!(
+                out,
+                "    {dim}{:<7} {:<34}{off} …{}{r}{}{off}{}…",
+                e.field,
+                truncate(&e.rule, 34),
+                &src[ls..e.start].replace(['\n', '\r', '\t'], " "),
+                &src[e.start..e.end].replace(['\n', '\r', '\t'], " "),
+                &src[e.end..le].replace(['\n', '\r', '\t'], " "),
+            )?;
+        }
+    }
+    writeln!(out, "  tags: {}", d.tags.join(", "))?;
+    writeln!(out, "  {dim}suggested reply:{off}")?;
+    for l in d.reply.lines() {
+        writeln!(out, "    {l}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn check(a: CheckArgs) -> Result<ExitCode> {
+    let paths = if a.paths.is_empty() {
+        if Path::new("patterns").is_dir() {
+            vec![PathBuf::from("patterns")]
+        } else {
+            let c = Catalog::builtin();
+            println!("ok: built-in catalogue {} {} ({} symptoms)", c.name, c.version, c.symptoms.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+    } else {
+        a.paths
+    };
+    let mut failed = false;
+    for p in &paths {
+        match Catalog::load(p) {
+            Ok(c) => {
+                let cl = Classifier::new(c)?;
+                let c = cl.catalog();
+                println!(
+                    "ok: {}: {} {} ({} symptoms, {} phrases, {} typo-lexicon words, {})",
+                    p.display(),
+                    c.name,
+                    c.version,
+                    c.symptoms.len(),
+                    cl.phrases().len(),
+                    cl.lexicon_len(),
+                    c.digest
+                );
+            }
+            Err(e) => {
+                failed = true;
+                let problems = e.problems();
+                for line in &problems {
+                    println!("{line}");
+                }
+                eprintln!("triage: {}: {} problem(s)", p.display(), problems.len());
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
+    let c = classifier(&a.catalogue)?;
+    let (name, input) = open_input(Some(&a.labels))?;
+    let mut tickets = Vec::new();
+    let mut unlabelled = 0;
+    let skipped = read_tickets(&name, input, |t| {
+        if t.labels.is_none() {
+            unlabelled += 1;
+        }
+        tickets.push(t);
+        Ok(())
+    })?;
+    if unlabelled > 0 {
+        eprintln!("triage: {unlabelled} ticket(s) of {name} have no `labels` and are not evaluated");
+    }
+    let unknown = eval::unknown_labels(&c, &tickets);
+    for (id, l) in &unknown {
+        eprintln!("{name}: ticket {id}: label `{l}` is no symptom of catalogue {}", c.catalog().name);
+    }
+    if tickets.is_empty() {
+        bail!("{name}: no labelled tickets to evaluate");
+    }
+    let tty = io::stderr().is_terminal();
+    let total = tickets.len();
+    let report = eval::evaluate(&c, &tickets, |done| {
+        if tty && total >= 500 {
+            eprint!("\revaluating: {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    });
+    let mut out = BufWriter::new(io::stdout().lock());
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_report(&mut out, &report, c.catalog(), a.show_misses)?;
+    }
+    out.flush()?;
+    let mut failed = skipped > 0 || !unknown.is_empty();
+    if let Some(min) = a.min_macro_f1 {
+        if report.macro_f1 < min {
+            eprintln!("triage: gate failed: macro F1 {:.3} < {min}", report.macro_f1);
+            failed = true;
+        }
+    }
+    if let Some(max) = a.max_fp_rate {
+        if report.false_positive_rate > max {
+            eprintln!("triage: gate failed: false-positive rate {:.3} > {max}", report.false_positive_rate);
+            failed = true;
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn print_report(out: &mut impl Write, r: &eval::Report, cat: &Catalog, show: Option<usize>) -> Result<()> {
+    writeln!(out, "catalogue {} {} ({}), {} labelled tickets", cat.name, cat.version, cat.digest, r.tickets)?;
+    writeln!(out, "{:<24} {:>7} {:>5} {:>5} {:>5} {:>9} {:>7} {:>6}", "symptom", "support", "tp", "fp", "fn", "precision", "recall", "f1")?;
+    for s in &r.symptoms {
+        writeln!(
+            out,
+            "{:<24} {:>7} {:>5} {:>5} {:>5} {:>9.3} {:>7.3} {:>6.3}",
+            s.id, s.support, s.tp, s.fp, s.fn_, s.precision, s.recall, s.f1
+        )?;
+    }
+    writeln!(out, "micro F1 {:.3}   macro F1 {:.3}", r.micro_f1, r.macro_f1)?;
+    writeln!(
+        out,
+        "off-topic tickets {}: {} with a symptom, false-positive rate {:.3}",
+        r.off_topic, r.off_topic_false_positives, r.false_positive_rate
+    )?;
+    let n = show.unwrap_or(usize::MAX).min(r.misclassified.len());
+    if n > 0 {
+        writeln!(out, "\nmisclassified ({} of {}):", n, r.misclassified.len())?;
+    }
+    for m in r.misclassified.iter().take(n) {
+        writeln!(out, "  {}: expected [{}], found [{}]", m.id, m.expected.join(", "), m.found.join(", "))?;
+        for f in &m.findings {
+            let ev: Vec<String> = f
+                .evidence
+                .iter()
+                .map(|e| format!("{} {:?}", e.rule, truncate(&e.text, 40)))
+                .collect();
+            writeln!(out, "    {} {:.2}: {}", f.id, f.score, ev.join("; "))?;
+        }
+    }
+    Ok(())
+}
