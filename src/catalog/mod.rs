@@ -62,6 +62,8 @@ pub struct Catalog {
     pub negations: Vec<String>,
     /// Words that typo correction must leave alone.
     pub keep_words: Vec<String>,
+    /// A finding scoring below this fraction of the ticket's strongest finding is dropped.
+    pub relative_threshold: f32,
 }
 
 /// A phrase to find: normalised words, matched on word boundaries unless `prefix`.
@@ -98,6 +100,9 @@ pub struct Together {
     pub groups: Vec<Vec<Term>>,
     /// Score added when all groups meet.
     pub weight: f32,
+    /// `None`: all in one sentence. `Some(n)`: all within `n` bytes of normalised text,
+    /// across sentence breaks (for "I touched the sensor. Then: something went wrong").
+    pub within: Option<usize>,
 }
 
 /// One symptom of a catalogue.
@@ -233,6 +238,8 @@ struct RawSettings {
     keep_words: Vec<String>,
     #[serde(default)]
     reply: Option<String>,
+    #[serde(default)]
+    relative_threshold: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +279,8 @@ struct RawTogether {
     all: Vec<OneOrMany>,
     #[serde(default = "one")]
     weight: f32,
+    #[serde(default)]
+    within: Option<usize>,
 }
 
 fn one() -> f32 {
@@ -446,6 +455,10 @@ impl Catalog {
             ignore: parts.iter().flat_map(|p| p.ignore.clone()).collect(),
             negations: parts.iter().flat_map(|p| p.negations.clone()).collect(),
             keep_words: parts.iter().flat_map(|p| p.keep_words.clone()).collect(),
+            relative_threshold: parts
+                .iter()
+                .map(|p| p.relative_threshold)
+                .fold(0.0, f32::max),
             symptoms: parts.into_iter().flat_map(|p| p.symptoms).collect(),
         })
     }
@@ -474,6 +487,7 @@ pub fn catalogue_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
 }
 
 struct FilePart {
+    relative_threshold: f32,
     name: String,
     version: String,
     description: String,
@@ -588,7 +602,17 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
     if problems.len() > start_problems {
         return None;
     }
+    let relative_threshold = raw.settings.relative_threshold.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&relative_threshold) {
+        let line = src.find_line(&whole, "relative_threshold").unwrap_or(1);
+        problems.push(src.problem(
+            line,
+            format!("[settings]: field `relative_threshold` is {relative_threshold}; expected a fraction from 0 to below 1"),
+        ));
+        return None;
+    }
     Some(FilePart {
+        relative_threshold,
         name: raw.catalogue.name,
         version: raw.catalogue.version,
         description: raw.catalogue.description,
@@ -802,9 +826,18 @@ fn parse_symptom(
             }
             groups.push(terms(&items, sets, &c, src, range, line, problems));
         }
+        if let Some(w) = t.within {
+            if !(10..=2000).contains(&w) {
+                problems.push(src.problem(
+                    at("within"),
+                    format!("{c}: `within` is {w}; expected a number of characters from 10 to 2000"),
+                ));
+            }
+        }
         together.push(Together {
             groups,
             weight: t.weight,
+            within: t.within,
         });
     }
     if keywords.is_empty() && hints.is_empty() && patterns.is_empty() && together.is_empty() && raw.patterns.is_empty() {

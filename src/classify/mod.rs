@@ -9,7 +9,8 @@
 //! Classifying a ticket, field by field (subject, body):
 //! 1. [`normalize`] the text (case, accents, HTML, typography, contractions, typos), keeping a
 //!    map back to the original bytes;
-//! 2. find the body's quoted replies, signatures and disclaimers ([`zones`]) and ignore hits there;
+//! 2. find the body's quoted replies, signatures and disclaimers ([`zones`]): hits there may
+//!    set the topic (`requires`) but are never evidence;
 //! 3. scan once with the automaton; keep hits that sit on word boundaries (a trailing plural `s`
 //!    is allowed; `regist*` phrases may continue) and drop hits inside ignore phrases;
 //! 4. per symptom: no context, no symptom; drop negated hits ([`negation`]) and hits in a
@@ -17,7 +18,8 @@
 //!    co-occurrences (their weight, when all groups meet in one sentence) and regexes (1, run
 //!    only once the context is there);
 //! 5. report symptoms whose score reaches their threshold, with evidence as byte offsets into
-//!    the original field, strongest first; a symptom that `overrides` another hides it.
+//!    the original field, strongest first; a symptom that `overrides` another hides it unless
+//!    the other scores higher.
 
 pub mod fuzzy;
 pub mod negation;
@@ -280,6 +282,7 @@ impl Classifier {
         let fields: [(&'static str, &str); 2] = [("subject", ticket.subject), ("body", ticket.body)];
         let mut scanned: Vec<Field> = Vec::with_capacity(2);
         let mut hits: Vec<Hit> = Vec::new();
+        let forwarded = is_forward_subject(ticket.subject);
         for (fi, (name, text)) in fields.iter().enumerate() {
             if text.is_empty() {
                 scanned.push(Field::empty(name, text));
@@ -287,7 +290,7 @@ impl Classifier {
             }
             let norm = normalize::normalize_auto(text, Some(&inner.lexicon));
             let ignored = if fi == 1 {
-                zones::ignored_ranges(&norm, zones::signature_line(text, &norm))
+                zones::ignored_ranges(&norm, zones::signature_line(text, &norm), forwarded)
             } else {
                 Vec::new()
             };
@@ -318,14 +321,13 @@ impl Classifier {
                         end += 1;
                     }
                 }
-                if !ignored.is_empty() && zones::contains(&ignored, s as u32) {
-                    continue;
-                }
+                let quoted = !ignored.is_empty() && zones::contains(&ignored, s as u32);
                 hits.push(Hit {
                     field: fi as u8,
                     start: s as u32,
                     end: end as u32,
                     pat: m.pattern().as_u32(),
+                    quoted,
                 });
             }
             scanned.push(Field {
@@ -368,8 +370,10 @@ impl Classifier {
             for (u, o) in info.uses.iter().zip(&info.origins) {
                 let s = match *u {
                     Use::Ignore => continue,
-                    Use::Requires { s }
-                    | Use::Keyword { s }
+                    // Quoted text may set the topic, never provide evidence.
+                    Use::Requires { s } => s,
+                    _ if h.quoted => continue,
+                    Use::Keyword { s }
                     | Use::Hint { s }
                     | Use::Group { s, .. }
                     | Use::Exclude { s } => s,
@@ -383,13 +387,27 @@ impl Classifier {
             if own.is_empty() && !(sym.requires.is_empty() && !sym.patterns.is_empty()) {
                 continue;
             }
-            let context = own.iter().find(|(_, u, _)| matches!(u, Use::Requires { .. }));
+            let context = own
+                .iter()
+                .filter(|(_, u, _)| matches!(u, Use::Requires { .. }))
+                .min_by_key(|(h, _, _)| h.quoted);
             if !sym.requires.is_empty() && context.is_none() {
                 continue;
             }
+            // An exclusion inside the symptom's own evidence ("sign in" inside "add sign-in
+            // method") excludes nothing.
+            let inside_own = |x: &Hit| {
+                own.iter().any(|(h, u, _)| {
+                    !matches!(u, Use::Exclude { .. } | Use::Requires { .. })
+                        && h.field == x.field
+                        && h.start <= x.start
+                        && x.end <= h.end
+                        && (h.end - h.start) > (x.end - x.start)
+                })
+            };
             let excluded: Vec<(u8, usize, usize)> = own
                 .iter()
-                .filter(|(_, u, _)| matches!(u, Use::Exclude { .. }))
+                .filter(|(h, u, _)| matches!(u, Use::Exclude { .. }) && !inside_own(h))
                 .map(|(h, _, _)| {
                     let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
                     (h.field, a, b)
@@ -452,7 +470,11 @@ impl Classifier {
                 'anchor: for (a, ag, _) in valid.iter().filter(|(_, g, _)| *g == 0) {
                     let _ = ag;
                     let text = &fields[a.field as usize].norm.text;
-                    let (ss, se) = sentence(text, a.start as usize);
+                    let (ss, se) = match t.within {
+                        Some(_) => (0, text.len()),
+                        None => sentence(text, a.start as usize),
+                    };
+                    let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
                     let mut chosen = vec![*a];
                     for g in 1..groups {
                         let pick = valid.iter().find(|(h, vg, _)| {
@@ -460,7 +482,7 @@ impl Classifier {
                                 && h.field == a.field
                                 && (h.start as usize) >= ss
                                 && (h.end as usize) <= se.max(ss)
-                                && span(a, h) <= MAX_TOGETHER_SPAN
+                                && span(a, h) <= max_span
                         });
                         match pick {
                             Some((h, _, _)) => chosen.push(h),
@@ -519,12 +541,16 @@ impl Classifier {
             });
         }
         // Overrides.
-        let found: Vec<usize> = findings.iter().map(|f| f.index).collect();
+        let scores: Vec<(usize, f32)> = findings.iter().map(|f| (f.index, f.score)).collect();
         findings.retain(|f| {
-            !found
-                .iter()
-                .any(|&o| o != f.index && inner.overrides[o].contains(&f.index))
+            !scores.iter().any(|&(o, score)| {
+                o != f.index && inner.overrides[o].contains(&f.index) && score >= f.score
+            })
         });
+        // A weak finding beside a much stronger one is usually a side remark.
+        let top = findings.iter().map(|f| f.score).fold(0f32, f32::max);
+        let floor = top * cat.relative_threshold;
+        findings.retain(|f| f.score + f32::EPSILON >= floor);
         findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         Classification { findings }
     }
@@ -542,6 +568,8 @@ struct Hit {
     start: u32,
     end: u32,
     pat: u32,
+    /// In a quoted reply, signature or disclaimer: context only, never evidence.
+    quoted: bool,
 }
 
 struct Field<'a> {
@@ -571,6 +599,22 @@ impl<'a> Field<'a> {
             text: self.source[s..e].to_string(),
             rule,
         }
+    }
+}
+
+/// Whether a subject line marks a forward: `Fw:`, `Fwd:`, `WG:`, `TR:`, `RV:`, possibly after
+/// `Re:` prefixes.
+pub fn is_forward_subject(subject: &str) -> bool {
+    let mut s = subject.trim_start();
+    loop {
+        let lower: String = s.chars().take(5).collect::<String>().to_ascii_lowercase();
+        if lower.starts_with("re:") || lower.starts_with("aw:") {
+            s = s[3..].trim_start();
+            continue;
+        }
+        return ["fw:", "fwd:", "wg:", "tr:", "rv:", "fw :", "tr :"]
+            .iter()
+            .any(|p| lower.starts_with(p));
     }
 }
 

@@ -18,6 +18,9 @@
 
 use super::fuzzy::Lexicon;
 
+/// A line shorter than this (in bytes) ends its sentence at its line break.
+pub const SHORT_LINE: usize = 48;
+
 /// The normalised form of one ticket field.
 #[derive(Debug, Default, Clone)]
 pub struct Normalized {
@@ -377,7 +380,15 @@ impl<'a> Builder<'a> {
         if let Some(src) = self.pending_ws.take() {
             let nl = std::mem::take(&mut self.pending_newlines);
             if !self.out.text.is_empty() {
-                let byte = if nl >= 2 { b'\n' } else { b' ' };
+                // A blank line ends a sentence; so does a single line break after a short line
+                // (chat messages, list items, form fields), while a break in a long line is
+                // a mail client's wrapping.
+                let line_len = self.out.text.len() - *self.out.lines.last().unwrap() as usize;
+                let byte = if nl >= 2 || (nl == 1 && line_len < SHORT_LINE) {
+                    b'\n'
+                } else {
+                    b' '
+                };
                 self.push_mapped(byte, src, 1);
             }
             if nl >= 1 || self.out.text.is_empty() {
@@ -706,7 +717,13 @@ mod tests {
 
     #[test]
     fn single_newline_is_space_blank_line_is_break() {
-        assert_eq!(norm("security\nkey\n\nnext"), "security key\nnext");
+        let long = "a long line of text that a mail client wrapped in the middle of a";
+        assert_eq!(
+            norm(&format!("{long}\nsentence\n\nnext")),
+            format!("{long} sentence\nnext")
+        );
+        // A short line (a chat message) ends its sentence.
+        assert_eq!(norm("user: hi\nagent: hello"), "user: hi\nagent: hello");
         let n = normalize("a\nb\n\nc", None);
         assert_eq!(n.lines, vec![0, 2, 4]);
     }

@@ -169,7 +169,11 @@ fn line_text(n: &Normalized, i: usize) -> &str {
 ///
 /// `signature_lines` lists the indexes of lines that follow a `-- ` signature delimiter in the
 /// source (the delimiter itself normalises to nothing, so the caller finds it in the source).
-pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>) -> Vec<Range> {
+///
+/// `forwarded` says the ticket is a forward (its subject starts `Fw:`, `Fwd:`, `WG:`, `TR:`, `RV:`):
+/// then an `-----Original Message-----` or `From:/Sent:` block is the forwarded message, whose
+/// headers are ignored but whose content counts.
+pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>, forwarded: bool) -> Vec<Range> {
     let count = n.lines.len();
     if n.text.is_empty() {
         return Vec::new();
@@ -205,7 +209,11 @@ pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>) -> Vec<Rang
             i += 1;
             continue;
         }
-        if is_forward_marker(line) {
+        let outlook_block = header_key(line) == Some("from")
+            && (1..=4).any(|k| {
+                i + k < count && matches!(header_key(line_text(n, i + k)), Some("date" | "to"))
+            });
+        if is_forward_marker(line) || (forwarded && (is_original_message(line) || outlook_block)) {
             push(start, line_end(i));
             in_forward_headers = true;
             i += 1;
@@ -220,10 +228,6 @@ pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>) -> Vec<Rang
             in_forward_headers = false;
         }
         // An earlier message: from here to the end is not the sender's own words.
-        let outlook_block = header_key(line) == Some("from")
-            && (1..=4).any(|k| {
-                i + k < count && matches!(header_key(line_text(n, i + k)), Some("date" | "to"))
-            });
         if is_reply_intro(line, next) || is_original_message(line) || outlook_block {
             fresh_end = start;
             break;
@@ -238,11 +242,27 @@ pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>) -> Vec<Rang
             continue;
         }
         if is_sign_off(line) && i > 0 {
-            // A sign-off near the end: what follows is a name, a title, a phone number.
-            let remaining = (i + 1..count).take_while(|&k| n.lines[k] < fresh_end).count();
+            // A sign-off: what follows is a name, a title, a phone number, up to the end or to
+            // a forwarded message, whose content counts again.
+            let next_forward = (i + 1..count).find(|&k| {
+                let l = line_text(n, k);
+                is_forward_marker(l) || (forwarded && is_original_message(l))
+                    || (forwarded && header_key(l) == Some("from"))
+            });
+            let stop = next_forward.unwrap_or(count);
+            let remaining = (i + 1..stop).take_while(|&k| n.lines[k] < fresh_end).count();
             if remaining <= 12 {
-                fresh_end = start;
-                break;
+                match next_forward {
+                    Some(k) => {
+                        push(start, n.lines[k]);
+                        i = k;
+                        continue;
+                    }
+                    None => {
+                        fresh_end = start;
+                        break;
+                    }
+                }
             }
         }
         i += 1;
@@ -284,7 +304,7 @@ mod tests {
     fn kept(src: &str) -> String {
         let n = normalize_auto(src, None);
         let sig = signature_line(src, &n);
-        let r = ignored_ranges(&n, sig);
+        let r = ignored_ranges(&n, sig, false);
         let mut out = String::new();
         for (i, ch) in n.text.char_indices() {
             if !contains(&r, i as u32) {
@@ -356,6 +376,30 @@ mod tests {
     fn html_blockquote_is_ignored() {
         let t = "<div>new text</div><blockquote type=\"cite\"><div>old PIN text</div></blockquote>";
         assert_eq!(kept(t), "new text");
+    }
+
+    #[test]
+    fn forwarded_after_a_sign_off_counts() {
+        let t = "Can you help her?\n\nThanks,\nColin\nTeam Lead\n\n---------- Forwarded message ---------\nFrom: Ines <i@x.com>\nDate: Wed\nSubject: passkey\n\nThe passkey setup shows an error.";
+        assert_eq!(kept(t), "can you help her?\nthe passkey setup shows an error.");
+    }
+
+    #[test]
+    fn outlook_forward_counts_when_the_subject_says_so() {
+        let t = "Please look at this.\n\n-----Original Message-----\nFrom: Richard\nSent: Monday\nTo: Amelia\nSubject: Face ID error\n\nThe new sign-in fails.";
+        let n = normalize_auto(t, None);
+        let kept_text = |r: Vec<Range>| {
+            n.text
+                .char_indices()
+                .filter(|(i, _)| !contains(&r, *i as u32))
+                .map(|(_, c)| c)
+                .collect::<String>()
+        };
+        assert_eq!(kept_text(ignored_ranges(&n, None, false)), "please look at this.\n");
+        assert_eq!(
+            kept_text(ignored_ranges(&n, None, true)),
+            "please look at this.\nthe new sign in fails."
+        );
     }
 
     #[test]
