@@ -62,6 +62,8 @@ pub struct Catalog {
     pub negations: Vec<String>,
     /// Words that typo correction must leave alone.
     pub keep_words: Vec<String>,
+    /// Phrases saying something works now or is fine: evidence near them does not count.
+    pub resolved: Vec<Phrase>,
     /// A finding scoring below this fraction of the ticket's strongest finding is dropped.
     pub relative_threshold: f32,
 }
@@ -128,6 +130,8 @@ pub struct Symptom {
     pub together: Vec<Together>,
     /// Evidence in a sentence holding any of these does not count.
     pub exclude: Vec<Term>,
+    /// Any of these anywhere in the ticket's own words rules the symptom out.
+    pub unless: Vec<Term>,
     /// Symptoms this one replaces when both are found.
     pub overrides: Vec<String>,
     /// First checks, in order.
@@ -240,6 +244,8 @@ struct RawSettings {
     reply: Option<String>,
     #[serde(default)]
     relative_threshold: Option<f32>,
+    #[serde(default)]
+    resolved: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +269,8 @@ struct RawSymptom {
     together: Vec<RawTogether>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    unless: Vec<String>,
     #[serde(default)]
     overrides: Vec<String>,
     checks: Vec<String>,
@@ -453,6 +461,7 @@ impl Catalog {
             digest: format!("sha256:{hex}"),
             sources: files.iter().map(|(p, _)| p.clone()).collect(),
             ignore: parts.iter().flat_map(|p| p.ignore.clone()).collect(),
+            resolved: parts.iter().flat_map(|p| p.resolved.clone()).collect(),
             negations: parts.iter().flat_map(|p| p.negations.clone()).collect(),
             keep_words: parts.iter().flat_map(|p| p.keep_words.clone()).collect(),
             relative_threshold: parts
@@ -487,6 +496,7 @@ pub fn catalogue_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
 }
 
 struct FilePart {
+    resolved: Vec<Phrase>,
     relative_threshold: f32,
     name: String,
     version: String,
@@ -560,16 +570,21 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
         sets.insert(name.clone(), terms);
     }
 
-    let mut ignore = Vec::new();
-    for it in &raw.settings.ignore {
-        match phrase(it) {
-            Ok(p) => ignore.push(p),
-            Err(m) => {
-                let line = src.find_line(&whole, it).unwrap_or(1);
-                problems.push(src.problem(line, format!("[settings]: field `ignore`: {m}")));
+    let phrases = |field: &str, items: &[String], problems: &mut Vec<Problem>| {
+        let mut out = Vec::new();
+        for it in items {
+            match phrase(it) {
+                Ok(p) => out.push(p),
+                Err(m) => {
+                    let line = src.find_line(&whole, it).unwrap_or(1);
+                    problems.push(src.problem(line, format!("[settings]: field `{field}`: {m}")));
+                }
             }
         }
-    }
+        out
+    };
+    let ignore = phrases("ignore", &raw.settings.ignore, problems);
+    let resolved = phrases("resolved", &raw.settings.resolved, problems);
     let default_reply = match &raw.settings.reply {
         Some(r) => match Template::parse(r) {
             Ok(t) => t,
@@ -612,6 +627,7 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
         return None;
     }
     Some(FilePart {
+        resolved,
         relative_threshold,
         name: raw.catalogue.name,
         version: raw.catalogue.version,
@@ -784,6 +800,7 @@ fn parse_symptom(
     let keywords = terms(&refs(&raw.keywords), sets, &ctx("keywords"), src, range, line, problems);
     let hints = terms(&refs(&raw.hints), sets, &ctx("hints"), src, range, line, problems);
     let exclude = terms(&refs(&raw.exclude), sets, &ctx("exclude"), src, range, line, problems);
+    let unless = terms(&refs(&raw.unless), sets, &ctx("unless"), src, range, line, problems);
     let mut patterns = Vec::new();
     for p in &raw.patterns {
         match regex::RegexBuilder::new(p)
@@ -876,6 +893,7 @@ fn parse_symptom(
         patterns,
         together,
         exclude,
+        unless,
         overrides: raw.overrides,
         checks: raw.checks,
         fix: raw.fix,

@@ -37,6 +37,8 @@ use normalize::Normalized;
 
 /// Largest distance, in bytes of normalised text, between the hits of one co-occurrence.
 pub const MAX_TOGETHER_SPAN: usize = 160;
+/// How far, in bytes, an exclusion reaches either side of itself within its sentence.
+pub const EXCLUDE_REACH: usize = 100;
 /// How far a sentence may reach either side of a hit before it is cut.
 const MAX_SENTENCE_REACH: usize = 400;
 
@@ -111,6 +113,9 @@ enum Use {
     Hint { s: u32 },
     Group { s: u32, rule: u32, group: u32 },
     Exclude { s: u32 },
+    Unless { s: u32 },
+    /// A catalogue-wide "this part works now" phrase: excludes like `Exclude`, for every symptom.
+    Resolved,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +178,9 @@ impl Classifier {
         for p in &catalog.ignore {
             add(p, Use::Ignore, "ignore");
         }
+        for p in &catalog.resolved {
+            add(p, Use::Resolved, "resolved");
+        }
         for (si, s) in catalog.symptoms.iter().enumerate() {
             let s32 = si as u32;
             let each = |ts: &[Term], u: Use, add: &mut dyn FnMut(&Phrase, Use, &str)| {
@@ -184,6 +192,7 @@ impl Classifier {
             each(&s.keywords, Use::Keyword { s: s32 }, &mut add);
             each(&s.hints, Use::Hint { s: s32 }, &mut add);
             each(&s.exclude, Use::Exclude { s: s32 }, &mut add);
+            each(&s.unless, Use::Unless { s: s32 }, &mut add);
             for (ri, t) in s.together.iter().enumerate() {
                 for (gi, g) in t.groups.iter().enumerate() {
                     each(
@@ -260,6 +269,8 @@ impl Classifier {
                 .chain(&s.keywords)
                 .chain(&s.hints)
                 .chain(&s.exclude)
+                .chain(&s.unless)
+                .chain(c.resolved.iter().map(|p| Term { phrase: p.clone(), origin: String::new() }).collect::<Vec<_>>().iter())
                 .chain(s.together.iter().flat_map(|t| t.groups.iter().flatten()))
             {
                 push(&t.phrase);
@@ -283,6 +294,8 @@ impl Classifier {
         let mut scanned: Vec<Field> = Vec::with_capacity(2);
         let mut hits: Vec<Hit> = Vec::new();
         let forwarded = is_forward_subject(ticket.subject);
+        // A reply's subject names the thread's first problem, which may be solved by now.
+        let reply_subject = is_reply_subject(ticket.subject);
         for (fi, (name, text)) in fields.iter().enumerate() {
             if text.is_empty() {
                 scanned.push(Field::empty(name, text));
@@ -321,7 +334,8 @@ impl Classifier {
                         end += 1;
                     }
                 }
-                let quoted = !ignored.is_empty() && zones::contains(&ignored, s as u32);
+                let quoted = (fi == 0 && reply_subject)
+                    || (!ignored.is_empty() && zones::contains(&ignored, s as u32));
                 hits.push(Hit {
                     field: fi as u8,
                     start: s as u32,
@@ -365,14 +379,22 @@ impl Classifier {
         // Group hits by symptom.
         let n = cat.symptoms.len();
         let mut per: Vec<Vec<(Hit, Use, Arc<str>)>> = vec![Vec::new(); n];
+        let mut resolved: Vec<Hit> = Vec::new();
         for h in &hits {
             let info = &inner.pats[h.pat as usize];
             for (u, o) in info.uses.iter().zip(&info.origins) {
                 let s = match *u {
                     Use::Ignore => continue,
+                    Use::Resolved => {
+                        if !h.quoted {
+                            resolved.push(*h);
+                        }
+                        continue;
+                    }
                     // Quoted text may set the topic, never provide evidence.
                     Use::Requires { s } => s,
                     _ if h.quoted => continue,
+                    Use::Unless { s } => s,
                     Use::Keyword { s }
                     | Use::Hint { s }
                     | Use::Group { s, .. }
@@ -387,9 +409,19 @@ impl Classifier {
             if own.is_empty() && !(sym.requires.is_empty() && !sym.patterns.is_empty()) {
                 continue;
             }
+            // A ticket-wide exclusion in the ticket's own words rules the symptom out.
+            if own
+                .iter()
+                .any(|(h, u, _)| matches!(u, Use::Unless { .. }) && !h.quoted)
+            {
+                continue;
+            }
+            // Context: a topic word not itself negated ("not a security key problem").
             let context = own
                 .iter()
-                .filter(|(_, u, _)| matches!(u, Use::Requires { .. }))
+                .filter(|(h, u, _)| {
+                    matches!(u, Use::Requires { .. }) && !negated(&own, fields, h, &inner.negation)
+                })
                 .min_by_key(|(h, _, _)| h.quoted);
             if !sym.requires.is_empty() && context.is_none() {
                 continue;
@@ -398,19 +430,24 @@ impl Classifier {
             // method") excludes nothing.
             let inside_own = |x: &Hit| {
                 own.iter().any(|(h, u, _)| {
-                    !matches!(u, Use::Exclude { .. } | Use::Requires { .. })
+                    !matches!(u, Use::Exclude { .. } | Use::Requires { .. } | Use::Unless { .. })
                         && h.field == x.field
                         && h.start <= x.start
                         && x.end <= h.end
-                        && (h.end - h.start) > (x.end - x.start)
                 })
             };
             let excluded: Vec<(u8, usize, usize)> = own
                 .iter()
                 .filter(|(h, u, _)| matches!(u, Use::Exclude { .. }) && !inside_own(h))
-                .map(|(h, _, _)| {
+                .map(|(h, _, _)| h)
+                .chain(resolved.iter())
+                .map(|h| {
+                    // The exclusion's sentence, but no further than EXCLUDE_REACH either side:
+                    // unpunctuated text makes for very long sentences.
                     let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
-                    (h.field, a, b)
+                    let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
+                    let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
+                    (h.field, lo, hi)
                 })
                 .collect();
             let counts = |field: u8, start: usize, end: usize| -> bool {
@@ -421,16 +458,15 @@ impl Classifier {
                 {
                     return false;
                 }
-                // Negated, unless the cue is part of this symptom's own evidence.
-                let cues = inner.negation.cues_before(&f.norm.text, start);
-                !cues.iter().any(|&c| {
-                    !own.iter().any(|(h, u, _)| {
-                        !matches!(u, Use::Exclude { .. })
-                            && h.field == field
-                            && (h.start as usize) <= c
-                            && c < h.end as usize
-                    })
-                }) || end == start
+                let _ = f;
+                let probe = Hit {
+                    field,
+                    start: start as u32,
+                    end: end as u32,
+                    pat: 0,
+                    quoted: false,
+                };
+                !negated(&own, fields, &probe, &inner.negation) || end == start
             };
             let mut evidence: Vec<Evidence> = Vec::new();
             let mut score = 0f32;
@@ -547,13 +583,32 @@ impl Classifier {
                 o != f.index && inner.overrides[o].contains(&f.index) && score >= f.score
             })
         });
-        // A weak finding beside a much stronger one is usually a side remark.
+        // A weak finding (less than twice its threshold) beside a much stronger one is
+        // usually a side remark.
         let top = findings.iter().map(|f| f.score).fold(0f32, f32::max);
         let floor = top * cat.relative_threshold;
-        findings.retain(|f| f.score + f32::EPSILON >= floor);
+        findings.retain(|f| {
+            f.score + f32::EPSILON >= floor
+                || f.score + f32::EPSILON >= 2.0 * cat.symptoms[f.index].threshold
+        });
         findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         Classification { findings }
     }
+}
+
+/// Whether `hit` is negated: a cue stands before it that is not part of the symptom's own
+/// evidence ("no passkey option" is evidence, not a negation of "passkey option").
+fn negated(own: &[(Hit, Use, Arc<str>)], fields: &[Field], hit: &Hit, negation: &Negation) -> bool {
+    let text = &fields[hit.field as usize].norm.text;
+    let cues = negation.cues_before(text, hit.start as usize);
+    cues.iter().any(|&c| {
+        !own.iter().any(|(h, u, _)| {
+            !matches!(u, Use::Exclude { .. } | Use::Unless { .. } | Use::Requires { .. })
+                && h.field == hit.field
+                && (h.start as usize) <= c
+                && c < h.end as usize
+        })
+    })
 }
 
 fn span(a: &Hit, b: &Hit) -> usize {
@@ -600,6 +655,12 @@ impl<'a> Field<'a> {
             rule,
         }
     }
+}
+
+/// Whether a subject line marks a reply: `Re:`, `AW:`, `RE :`, `RV:` is a forward elsewhere.
+pub fn is_reply_subject(subject: &str) -> bool {
+    let lower: String = subject.trim_start().chars().take(4).collect::<String>().to_ascii_lowercase();
+    lower.starts_with("re:") || lower.starts_with("aw:") || lower.starts_with("re :")
 }
 
 /// Whether a subject line marks a forward: `Fw:`, `Fwd:`, `WG:`, `TR:`, `RV:`, possibly after

@@ -30,6 +30,12 @@ const CLAUSE_WORDS: &[&str] = &[
     "pourtant", "pero", "sino", "aunque",
 ];
 
+/// Articles do not count toward the window: "not about the QR code" is two words away.
+const ARTICLES: &[&str] = &[
+    "the", "a", "an", "der", "die", "das", "den", "dem", "ein", "eine", "le", "la", "les", "l",
+    "un", "une", "el", "los", "las", "una",
+];
+
 /// Words that, right after a cue, make it no negation at all.
 const PSEUDO_AFTER: &[&str] = &[
     "only", "sure", "just", "idea", "matter", "clue", "doubt", "problem", "nur", "seulement",
@@ -71,7 +77,8 @@ impl Negation {
         let mut found = Vec::new();
         let mut pos = start;
         let mut next_word: Option<&str> = None;
-        for _ in 0..WINDOW {
+        let mut words = 0;
+        while words < WINDOW {
             // Skip white space backwards; stop at clause punctuation.
             while pos > 0 && bytes[pos - 1] == b' ' {
                 pos -= 1;
@@ -94,6 +101,10 @@ impl Negation {
             if CLAUSE_WORDS.contains(&w) {
                 break;
             }
+            if ARTICLES.contains(&w) {
+                continue;
+            }
+            words += 1;
             let contracted = w.ends_with("n't");
             if (self.is_cue(w) || contracted) && !next_word.is_some_and(|n| PSEUDO_AFTER.contains(&n)) {
                 found.push(pos);
@@ -132,6 +143,12 @@ mod tests {
         assert!(!negated("i don't know why, my pin is locked", "locked"));
         assert!(!negated("not the printer but the pin locked", "pin"));
         assert!(!negated("no. locked", "locked"));
+    }
+
+    #[test]
+    fn articles_do_not_count() {
+        assert!(negated("it's not about the qr code", "qr"));
+        assert!(negated("das ist nicht die pin", "pin"));
     }
 
     #[test]
