@@ -60,3 +60,25 @@ impl Decision {
         }
     }
 }
+
+/// Where a ticket event came from: the Kafka topic, partition and offset of its message (or,
+/// for JSON Lines input, the file name, partition 0 and the line number).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]
+pub struct SourceRef {
+    /// Topic (or input file name).
+    pub topic: String,
+    /// Partition (0 for a file).
+    pub partition: i32,
+    /// Offset (or 1-based line number).
+    pub offset: i64,
+}
+
+/// A decision as sent downstream by the worker: the `triage classify` shape plus `source`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionRecord<'a> {
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: &'a Decision,
+    /// The message the decision was made for.
+    pub source: &'a SourceRef,
+}

@@ -17,11 +17,22 @@
 //! - [`ticket`]: the [`ticket::Ticket`] type and its decoding from JSON Lines input.
 //! - [`decision`]: the decision record written for each ticket (the `classify` output shape).
 //! - [`eval`]: precision, recall and F1 of a catalogue over labelled tickets.
+//! - [`config`]: `triage.toml` -> [`config::Settings`] for the worker; errors as
+//!   `path:line: key: message`; secrets from the environment or files.
+//! - [`pipeline`]: the run loop of `triage run`: recv -> decode -> classify -> post -> store
+//!   offset, with back-pressure, retries, dead letters and a bounded drain on shutdown.
+//! - [`source`]: where records come from: a Kafka consumer group, or JSON Lines.
+//! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, webhook,
+//!   stdout; and dead letters.
 //! - `main.rs`: the `triage` command line.
 
 pub mod catalog;
 pub mod classify;
+pub mod config;
 pub mod decision;
 pub mod eval;
+pub mod pipeline;
 pub mod reply;
+pub mod sink;
+pub mod source;
 pub mod ticket;

@@ -22,7 +22,12 @@ use triage::ticket::Ticket;
 ///
 /// Catalogue: --patterns DIR, else ./patterns if it exists, else the built-in one.
 #[derive(Parser)]
-#[command(name = "triage", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "triage",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +58,32 @@ enum Command {
     /// on tickets labelled [], and the misclassified tickets with their evidence. With
     /// --min-macro-f1 / --max-fp-rate it is a gate: exit 1 when the catalogue falls short.
     Eval(EvalArgs),
+    /// Run the worker: read tickets, classify each, hand the decisions to the sinks.
+    ///
+    /// With a config that has a [kafka] section, triage joins the consumer group, reads the
+    /// input topic, and writes each decision to the decisions topic (and any other sink) before
+    /// it lets Kafka commit the ticket's offset: at least once, nothing lost. Records that
+    /// cannot be handled go to the dead-letter topic with headers saying why. SIGTERM or
+    /// SIGINT stops intake, lets tickets in flight finish (worker.drain_timeout_ms), commits
+    /// and exits 0; a second signal exits at once.
+    ///
+    /// Without a [kafka] section (or without any config), give --input: JSON Lines tickets
+    /// from a file or standard input go through the same pipeline and the decisions are
+    /// printed on standard output; bad lines are reported on stderr as FILE:LINE: class:
+    /// message, and the exit status is 1 if there were any.
+    ///
+    /// Every setting is described in deploy/triage.example.toml. Secrets are read from
+    /// environment variables or files named in the config, never from the command line.
+    /// Log level: TRIAGE_LOG (e.g. TRIAGE_LOG=debug; default info, warn with --input).
+    ///
+    /// Examples:
+    ///   triage run --input samples/tickets.jsonl
+    ///   cat tickets.jsonl | triage run --input -
+    ///   triage run --check-config /etc/triage/triage.toml
+    ///   triage run --config /etc/triage/triage.toml
+    ///   triage run --config jira.toml --input webhook-payloads.jsonl   # test an [input] shape
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
 }
 
 #[derive(Args)]
@@ -96,6 +127,21 @@ struct ClassifyArgs {
 }
 
 #[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    catalogue: CatalogueArg,
+    /// Worker configuration (TOML; see deploy/triage.example.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE (syntax, keys, values, secrets, Kafka client properties) and exit.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "input"])]
+    check_config: Option<PathBuf>,
+    /// Read JSON Lines tickets from FILE (`-`: standard input) instead of Kafka.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    input: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct CheckArgs {
     /// Catalogue directories or files.
     #[arg(value_name = "DIR")]
@@ -129,6 +175,7 @@ fn main() -> ExitCode {
         Command::Classify(a) => classify(a),
         Command::Check(a) => check(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Run(a) => run_cmd(a),
     };
     match result {
         Ok(code) => code,
@@ -182,7 +229,11 @@ fn open_input(path: Option<&Path>) -> Result<(String, Box<dyn BufRead>)> {
 }
 
 /// Read JSON Lines tickets; bad lines are reported and counted, not fatal.
-fn read_tickets(name: &str, input: Box<dyn BufRead>, mut each: impl FnMut(Ticket) -> Result<()>) -> Result<usize> {
+fn read_tickets(
+    name: &str,
+    input: Box<dyn BufRead>,
+    mut each: impl FnMut(Ticket) -> Result<()>,
+) -> Result<usize> {
     let mut skipped = 0;
     for (i, line) in input.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("{name}: read failed"))?;
@@ -190,7 +241,10 @@ fn read_tickets(name: &str, input: Box<dyn BufRead>, mut each: impl FnMut(Ticket
         let text = match std::str::from_utf8(&line) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("{name}:{lineno}: invalid UTF-8 at byte {}; line skipped", e.valid_up_to());
+                eprintln!(
+                    "{name}:{lineno}: invalid UTF-8 at byte {}; line skipped",
+                    e.valid_up_to()
+                );
                 skipped += 1;
                 continue;
             }
@@ -259,7 +313,13 @@ fn human(out: &mut impl Write, t: &Ticket, d: &Decision, colour: bool) -> Result
     } else {
         ("", "", "", "", "")
     };
-    writeln!(out, "{b}ticket {}{off}  ({} symptom{})", t.id, d.symptoms.len(), if d.symptoms.len() == 1 { "" } else { "s" })?;
+    writeln!(
+        out,
+        "{b}ticket {}{off}  ({} symptom{})",
+        t.id,
+        d.symptoms.len(),
+        if d.symptoms.len() == 1 { "" } else { "s" }
+    )?;
     if d.symptoms.is_empty() {
         writeln!(out, "  {dim}no known symptom{off}\n")?;
         return Ok(());
@@ -267,7 +327,11 @@ fn human(out: &mut impl Write, t: &Ticket, d: &Decision, colour: bool) -> Result
     for s in &d.symptoms {
         writeln!(out, "  {y}{}{off}  score {:.2}  {}", s.id, s.score, s.title)?;
         for e in &s.evidence {
-            let src = if e.field == "subject" { &t.subject } else { &t.body };
+            let src = if e.field == "subject" {
+                &t.subject
+            } else {
+                &t.body
+            };
             // Show the line around the evidence with the match highlighted.
             let ls = src[..e.start].rfind('\n').map_or(0, |i| i + 1);
             let le = src[e.end..].find('\n').map_or(src.len(), |i| e.end + i);
@@ -321,7 +385,12 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             vec![PathBuf::from("patterns")]
         } else {
             let c = Catalog::builtin();
-            println!("ok: built-in catalogue {} {} ({} symptoms)", c.name, c.version, c.symptoms.len());
+            println!(
+                "ok: built-in catalogue {} {} ({} symptoms)",
+                c.name,
+                c.version,
+                c.symptoms.len()
+            );
             return Ok(ExitCode::SUCCESS);
         }
     } else {
@@ -354,7 +423,11 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
@@ -370,11 +443,16 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
         Ok(())
     })?;
     if unlabelled > 0 {
-        eprintln!("triage: {unlabelled} ticket(s) of {name} have no `labels` and are not evaluated");
+        eprintln!(
+            "triage: {unlabelled} ticket(s) of {name} have no `labels` and are not evaluated"
+        );
     }
     let unknown = eval::unknown_labels(&c, &tickets);
     for (id, l) in &unknown {
-        eprintln!("{name}: ticket {id}: label `{l}` is no symptom of catalogue {}", c.catalog().name);
+        eprintln!(
+            "{name}: ticket {id}: label `{l}` is no symptom of catalogue {}",
+            c.catalog().name
+        );
     }
     if tickets.is_empty() {
         bail!("{name}: no labelled tickets to evaluate");
@@ -400,22 +478,45 @@ fn eval_cmd(a: EvalArgs) -> Result<ExitCode> {
     let mut failed = skipped > 0 || !unknown.is_empty();
     if let Some(min) = a.min_macro_f1 {
         if report.macro_f1 < min {
-            eprintln!("triage: gate failed: macro F1 {:.3} < {min}", report.macro_f1);
+            eprintln!(
+                "triage: gate failed: macro F1 {:.3} < {min}",
+                report.macro_f1
+            );
             failed = true;
         }
     }
     if let Some(max) = a.max_fp_rate {
         if report.false_positive_rate > max {
-            eprintln!("triage: gate failed: false-positive rate {:.3} > {max}", report.false_positive_rate);
+            eprintln!(
+                "triage: gate failed: false-positive rate {:.3} > {max}",
+                report.false_positive_rate
+            );
             failed = true;
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn print_report(out: &mut impl Write, r: &eval::Report, cat: &Catalog, show: Option<usize>) -> Result<()> {
-    writeln!(out, "catalogue {} {} ({}), {} labelled tickets", cat.name, cat.version, cat.digest, r.tickets)?;
-    writeln!(out, "{:<24} {:>7} {:>5} {:>5} {:>5} {:>9} {:>7} {:>6}", "symptom", "support", "tp", "fp", "fn", "precision", "recall", "f1")?;
+fn print_report(
+    out: &mut impl Write,
+    r: &eval::Report,
+    cat: &Catalog,
+    show: Option<usize>,
+) -> Result<()> {
+    writeln!(
+        out,
+        "catalogue {} {} ({}), {} labelled tickets",
+        cat.name, cat.version, cat.digest, r.tickets
+    )?;
+    writeln!(
+        out,
+        "{:<24} {:>7} {:>5} {:>5} {:>5} {:>9} {:>7} {:>6}",
+        "symptom", "support", "tp", "fp", "fn", "precision", "recall", "f1"
+    )?;
     for s in &r.symptoms {
         writeln!(
             out,
@@ -423,7 +524,11 @@ fn print_report(out: &mut impl Write, r: &eval::Report, cat: &Catalog, show: Opt
             s.id, s.support, s.tp, s.fp, s.fn_, s.precision, s.recall, s.f1
         )?;
     }
-    writeln!(out, "micro F1 {:.3}   macro F1 {:.3}", r.micro_f1, r.macro_f1)?;
+    writeln!(
+        out,
+        "micro F1 {:.3}   macro F1 {:.3}",
+        r.micro_f1, r.macro_f1
+    )?;
     writeln!(
         out,
         "off-topic tickets {}: {} with a symptom, false-positive rate {:.3}",
@@ -434,7 +539,13 @@ fn print_report(out: &mut impl Write, r: &eval::Report, cat: &Catalog, show: Opt
         writeln!(out, "\nmisclassified ({} of {}):", n, r.misclassified.len())?;
     }
     for m in r.misclassified.iter().take(n) {
-        writeln!(out, "  {}: expected [{}], found [{}]", m.id, m.expected.join(", "), m.found.join(", "))?;
+        writeln!(
+            out,
+            "  {}: expected [{}], found [{}]",
+            m.id,
+            m.expected.join(", "),
+            m.found.join(", ")
+        )?;
         for f in &m.findings {
             let ev: Vec<String> = f
                 .evidence
@@ -445,4 +556,123 @@ fn print_report(out: &mut impl Write, r: &eval::Report, cat: &Catalog, show: Opt
         }
     }
     Ok(())
+}
+
+fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+    use triage::config::Settings;
+    if let Some(path) = &a.check_config {
+        let settings = Settings::load(path)?;
+        if let Some(k) = &settings.kafka {
+            triage::source::kafka::check_properties(k, &settings.worker)?;
+        }
+        let c = classifier(&a.catalogue)?;
+        println!("ok: {}", path.display());
+        print!("{}", describe(&settings, c.catalog()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = match &a.config {
+        Some(p) => Settings::load(p)?,
+        None => Settings::embedded(),
+    };
+    if a.input.is_none() && settings.kafka.is_none() {
+        bail!(
+            "nothing to read: give --input FILE (or - for standard input), or --config FILE with a [kafka] section\n(see `triage run --help`)"
+        );
+    }
+    let quiet = a.input.is_some();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+    let c = classifier(&a.catalogue)?;
+    let runtime = if quiet {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    let summary = runtime.block_on(async {
+        let shutdown = triage::pipeline::shutdown_on_signals()?;
+        anyhow::Ok(triage::pipeline::run(&settings, c, a.input.as_deref(), shutdown).await?)
+    })?;
+    if quiet && summary.dead_lettered > 0 {
+        let name = a
+            .input
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "triage: {} record(s) of {name} not decided (see above)",
+            summary.dead_lettered
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a valid configuration will do, for --check-config (no secrets).
+fn describe(s: &triage::config::Settings, catalog: &Catalog) -> String {
+    let mut out = String::new();
+    let w = &s.worker;
+    if let Some(k) = &s.kafka {
+        out += &format!(
+            "  kafka: {} group {}: {} -> decisions {}, dead letters {}\n",
+            k.bootstrap_servers,
+            k.group_id,
+            k.input_topic,
+            k.decisions_topic.as_deref().unwrap_or("(none)"),
+            k.dead_letter_topic
+        );
+        let secrets: Vec<&str> = k.secret_properties.keys().map(String::as_str).collect();
+        if !secrets.is_empty() {
+            out += &format!("  secret properties (resolved): {}\n", secrets.join(", "));
+        }
+    } else {
+        out += "  no [kafka] section: reads JSON Lines given with --input\n";
+    }
+    let mut sinks = Vec::new();
+    if s.kafka
+        .as_ref()
+        .is_some_and(|k| k.decisions_topic.is_some())
+    {
+        sinks.push("decisions topic".to_string());
+    }
+    if let Some(wh) = &s.sink.webhook {
+        sinks.push(format!("webhook {}", wh.url));
+    }
+    if s.sink.stdout {
+        sinks.push("stdout".into());
+    }
+    out += &format!("  sinks: {}\n", sinks.join(", "));
+    out += &format!(
+        "  input: id {} subject {} body {} tags {} author {} updated {}\n",
+        s.input.id,
+        s.input.subject.as_deref().unwrap_or("-"),
+        s.input.body,
+        s.input.tags.as_deref().unwrap_or("-"),
+        s.input.author.as_deref().unwrap_or("-"),
+        s.input.updated_stamp.as_deref().unwrap_or("-"),
+    );
+    out += &format!(
+        "  worker: max_in_flight {}, max_ticket_bytes {}, drain_timeout_ms {}, commit_interval_ms {}, marker_tag {}, api_user {}\n",
+        w.max_in_flight,
+        w.max_ticket_bytes,
+        w.drain_timeout.as_millis(),
+        w.commit_interval.as_millis(),
+        w.marker_tag,
+        w.api_user.as_deref().unwrap_or("(none)")
+    );
+    out += &format!(
+        "  catalogue: {} {} ({} symptoms)\n",
+        catalog.name,
+        catalog.version,
+        catalog.symptoms.len()
+    );
+    out
 }

@@ -2,6 +2,10 @@
 //!
 //! The plain shape is a JSON object with `id`, `subject` and `body` (other keys are ignored);
 //! `id` may be a string or a number. A ticket needs an id and some text.
+//!
+//! The streaming worker reads other shapes too (Zendesk and Jira webhook payloads, or any JSON
+//! object): a [`TicketShape`] names, by JSON pointer, where each field is, and decodes raw
+//! message bytes with the checks a stream needs (size limit, UTF-8, JSON).
 
 use serde_json::Value;
 
@@ -16,6 +20,15 @@ pub struct Ticket {
     pub body: String,
     /// Expected symptom ids, when the input is labelled (for `triage eval`).
     pub labels: Option<Vec<String>>,
+    /// Tags (Zendesk) or labels (Jira) the ticket already carries; the worker skips tickets
+    /// that carry its marker tag (loop prevention). Empty when the input has none.
+    pub tags: Vec<String>,
+    /// Who made the change that produced this event (user id, account id or email), when the
+    /// input says; the worker skips events authored by its own API user (loop prevention).
+    pub author: Option<String>,
+    /// The ticket's last-update stamp as the ticketing system wrote it, when the input has
+    /// one; post-back sinks can use it to refuse writing over a newer version of the ticket.
+    pub updated_stamp: Option<String>,
 }
 
 /// Why an input record is not a ticket. Never retryable: the record itself is wrong.
@@ -41,6 +54,33 @@ pub enum DecodeError {
         /// What it should be.
         expected: &'static str,
     },
+    /// The record is larger than the configured limit (checked before anything else).
+    #[error(
+        "record of {bytes} bytes is over the limit of {limit} bytes (worker.max_ticket_bytes)"
+    )]
+    TooLarge {
+        /// Size of the record.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The record is not UTF-8 text.
+    #[error("invalid UTF-8 at byte {valid_up_to}")]
+    InvalidUtf8 {
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
+    /// The record has no bytes at all (an empty or null Kafka message).
+    #[error("empty record (no bytes)")]
+    Empty,
+    /// The body field is absent or null.
+    #[error("ticket {id}: missing body (expected a string at JSON pointer `{pointer}`)")]
+    MissingBody {
+        /// The ticket id.
+        id: String,
+        /// Where the body was looked for.
+        pointer: String,
+    },
 }
 
 impl DecodeError {
@@ -52,7 +92,16 @@ impl DecodeError {
             DecodeError::MissingId => "missing_id",
             DecodeError::NoText(_) => "no_text",
             DecodeError::FieldType { .. } => "field_type",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
+            DecodeError::Empty => "empty",
+            DecodeError::MissingBody { .. } => "missing_body",
         }
+    }
+
+    /// Never: a record that does not decode will not decode on a second try either.
+    pub fn is_retryable(&self) -> bool {
+        false
     }
 }
 
@@ -67,7 +116,10 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn text_field(obj: &serde_json::Map<String, Value>, field: &'static str) -> Result<String, DecodeError> {
+fn text_field(
+    obj: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<String, DecodeError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -129,6 +181,7 @@ impl Ticket {
             subject,
             body,
             labels,
+            ..Default::default()
         })
     }
 
@@ -141,13 +194,231 @@ impl Ticket {
     }
 }
 
+/// A built-in input shape: where a ticket's fields are in one kind of payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// `{"id", "subject", "body", "tags", "author", "updated_at"}` at the top level.
+    #[default]
+    Plain,
+    /// A Zendesk ticket event webhook: `{"type": "zen:event-type:ticket.…", "detail": {"id",
+    /// "subject", "description", "tags", "actor_id", "updated_at", …}, "event": {…}}`.
+    Zendesk,
+    /// A Jira issue webhook: `{"webhookEvent": "jira:issue_…", "user": {"accountId", …},
+    /// "issue": {"key", "fields": {"summary", "description", "labels", "updated", …}}}`.
+    Jira,
+}
+
+/// Where each field of a ticket is in an input record, as JSON pointers (RFC 6901).
+///
+/// `id` and `body` are required in every record; the optional fields are read when their
+/// pointer is set and the record has a value there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketShape {
+    /// The ticket id: a non-empty string or a number.
+    pub id: String,
+    /// The subject line (a missing subject is empty).
+    pub subject: Option<String>,
+    /// The body: a string, or an Atlassian Document Format object whose text is collected.
+    pub body: String,
+    /// Tags: an array of strings, or one string of space-separated tags.
+    pub tags: Option<String>,
+    /// Author of the event: a string or a number.
+    pub author: Option<String>,
+    /// Last-update stamp: a string or a number.
+    pub updated_stamp: Option<String>,
+    /// Records longer than this many bytes are refused before decoding.
+    pub max_bytes: usize,
+}
+
+impl TicketShape {
+    /// The pointers of a built-in preset, with a size limit.
+    pub fn preset(preset: Preset, max_bytes: usize) -> TicketShape {
+        let s = |p: &str| p.to_string();
+        match preset {
+            Preset::Plain => TicketShape {
+                id: s("/id"),
+                subject: Some(s("/subject")),
+                body: s("/body"),
+                tags: Some(s("/tags")),
+                author: Some(s("/author")),
+                updated_stamp: Some(s("/updated_at")),
+                max_bytes,
+            },
+            Preset::Zendesk => TicketShape {
+                id: s("/detail/id"),
+                subject: Some(s("/detail/subject")),
+                body: s("/detail/description"),
+                tags: Some(s("/detail/tags")),
+                author: Some(s("/detail/actor_id")),
+                updated_stamp: Some(s("/detail/updated_at")),
+                max_bytes,
+            },
+            Preset::Jira => TicketShape {
+                id: s("/issue/key"),
+                subject: Some(s("/issue/fields/summary")),
+                body: s("/issue/fields/description"),
+                tags: Some(s("/issue/fields/labels")),
+                author: Some(s("/user/accountId")),
+                updated_stamp: Some(s("/issue/fields/updated")),
+                max_bytes,
+            },
+        }
+    }
+
+    /// Decode one raw record (a Kafka message value or a JSON Lines line).
+    pub fn decode(&self, bytes: &[u8]) -> Result<Ticket, DecodeError> {
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        if bytes.len() > self.max_bytes {
+            return Err(DecodeError::TooLarge {
+                bytes: bytes.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
+        let v: Value = serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+        self.from_value(&v)
+    }
+
+    /// Decode a parsed record.
+    pub fn from_value(&self, v: &Value) -> Result<Ticket, DecodeError> {
+        if !v.is_object() {
+            return Err(DecodeError::NotObject(kind(v)));
+        }
+        let id = match v.pointer(&self.id) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(DecodeError::MissingId),
+        };
+        let subject = match self.subject.as_deref().and_then(|p| v.pointer(p)) {
+            None | Some(Value::Null) => String::new(),
+            Some(x) => document_text(x).ok_or(DecodeError::FieldType {
+                field: "subject",
+                expected: "a string",
+            })?,
+        };
+        let body = match v.pointer(&self.body) {
+            None | Some(Value::Null) => {
+                return Err(DecodeError::MissingBody {
+                    id,
+                    pointer: self.body.clone(),
+                })
+            }
+            Some(x) => document_text(x).ok_or(DecodeError::FieldType {
+                field: "body",
+                expected: "a string or an Atlassian Document Format object",
+            })?,
+        };
+        if subject.trim().is_empty() && body.trim().is_empty() {
+            return Err(DecodeError::NoText(id));
+        }
+        let tags = match self.tags.as_deref().and_then(|p| v.pointer(p)) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(Value::Array(a)) => {
+                let mut out = Vec::with_capacity(a.len());
+                for x in a {
+                    match x {
+                        Value::String(s) => out.push(s.clone()),
+                        _ => {
+                            return Err(DecodeError::FieldType {
+                                field: "tags",
+                                expected: "an array of strings",
+                            })
+                        }
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                return Err(DecodeError::FieldType {
+                    field: "tags",
+                    expected: "an array of strings",
+                })
+            }
+        };
+        let scalar =
+            |p: Option<&str>, field: &'static str| -> Result<Option<String>, DecodeError> {
+                match p.and_then(|p| v.pointer(p)) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                    Some(_) => Err(DecodeError::FieldType {
+                        field,
+                        expected: "a string or a number",
+                    }),
+                }
+            };
+        let author = scalar(self.author.as_deref(), "author")?;
+        let updated_stamp = scalar(self.updated_stamp.as_deref(), "updated")?;
+        Ok(Ticket {
+            id,
+            subject,
+            body,
+            labels: None,
+            tags,
+            author,
+            updated_stamp,
+        })
+    }
+}
+
+/// The text of a field: a string as it is, or the text nodes of an Atlassian Document Format
+/// document (Jira Cloud's rich-text fields), one line per block. `None` for other values.
+fn document_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) if o.contains_key("content") || o.contains_key("text") => {
+            let mut out = String::new();
+            adf_text(v, &mut out);
+            Some(out.trim_end().to_string())
+        }
+        _ => None,
+    }
+}
+
+fn adf_text(v: &Value, out: &mut String) {
+    let Value::Object(o) = v else { return };
+    if let Some(Value::String(t)) = o.get("text") {
+        out.push_str(t);
+    }
+    if o.get("type").and_then(Value::as_str) == Some("hardBreak") {
+        out.push('\n');
+    }
+    if let Some(Value::Array(children)) = o.get("content") {
+        for c in children {
+            adf_text(c, out);
+        }
+        let block = matches!(
+            o.get("type").and_then(Value::as_str),
+            Some(
+                "paragraph"
+                    | "heading"
+                    | "codeBlock"
+                    | "blockquote"
+                    | "listItem"
+                    | "panel"
+                    | "rule"
+            )
+        );
+        if block && !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn decodes_the_plain_shape() {
-        let t = Ticket::from_json(r#"{"id": 42, "subject": "s", "body": "b", "extra": 1}"#).unwrap();
+        let t =
+            Ticket::from_json(r#"{"id": 42, "subject": "s", "body": "b", "extra": 1}"#).unwrap();
         assert_eq!(t.id, "42");
         assert_eq!(t.subject, "s");
         assert_eq!(t.labels, None);
@@ -156,15 +427,26 @@ mod tests {
     #[test]
     fn reports_what_is_wrong() {
         assert!(matches!(Ticket::from_json("{"), Err(DecodeError::Json(_))));
-        assert_eq!(Ticket::from_json("[1]"), Err(DecodeError::NotObject("an array")));
-        assert_eq!(Ticket::from_json(r#"{"body": "x"}"#), Err(DecodeError::MissingId));
-        assert_eq!(Ticket::from_json(r#"{"id": "", "body": "x"}"#), Err(DecodeError::MissingId));
+        assert_eq!(
+            Ticket::from_json("[1]"),
+            Err(DecodeError::NotObject("an array"))
+        );
+        assert_eq!(
+            Ticket::from_json(r#"{"body": "x"}"#),
+            Err(DecodeError::MissingId)
+        );
+        assert_eq!(
+            Ticket::from_json(r#"{"id": "", "body": "x"}"#),
+            Err(DecodeError::MissingId)
+        );
         assert_eq!(
             Ticket::from_json(r#"{"id": "a", "body": "  "}"#),
             Err(DecodeError::NoText("a".into()))
         );
         assert_eq!(
-            Ticket::from_json(r#"{"id": "a", "body": 3}"#).unwrap_err().class(),
+            Ticket::from_json(r#"{"id": "a", "body": 3}"#)
+                .unwrap_err()
+                .class(),
             "field_type"
         );
     }
@@ -174,5 +456,60 @@ mod tests {
         let t = Ticket::from_json(r#"{"id": "a", "body": "x", "labels": ["pin-locked"]}"#).unwrap();
         assert_eq!(t.labels, Some(vec!["pin-locked".to_string()]));
         assert!(Ticket::from_json(r#"{"id": "a", "body": "x", "labels": [1]}"#).is_err());
+    }
+
+    #[test]
+    fn shape_decodes_each_preset() {
+        let plain = TicketShape::preset(Preset::Plain, 1 << 20);
+        let t = plain
+            .decode(br#"{"id": 7, "subject": "s", "body": "b", "tags": ["x", "y"], "author": "me", "updated_at": "2024-01-01T00:00:00Z"}"#)
+            .unwrap();
+        assert_eq!(
+            (t.id.as_str(), t.subject.as_str(), t.body.as_str()),
+            ("7", "s", "b")
+        );
+        assert_eq!(t.tags, vec!["x", "y"]);
+        assert_eq!(t.author.as_deref(), Some("me"));
+        assert_eq!(t.updated_stamp.as_deref(), Some("2024-01-01T00:00:00Z"));
+
+        let zendesk = TicketShape::preset(Preset::Zendesk, 1 << 20);
+        let t = zendesk
+            .decode(br#"{"type": "zen:event-type:ticket.created", "detail": {"id": "35436", "subject": "Key", "description": "my key is locked", "tags": ["vip"], "actor_id": "900", "updated_at": "2024-04-17T17:18:10Z"}, "event": {}}"#)
+            .unwrap();
+        assert_eq!(t.id, "35436");
+        assert_eq!(t.body, "my key is locked");
+        assert_eq!(t.author.as_deref(), Some("900"));
+
+        let jira = TicketShape::preset(Preset::Jira, 1 << 20);
+        let t = jira
+            .decode(br#"{"webhookEvent": "jira:issue_created", "user": {"accountId": "5b10ac"}, "issue": {"key": "HD-12", "fields": {"summary": "Passkey", "description": {"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [{"type": "text", "text": "PIN is "}, {"type": "text", "text": "blocked", "marks": [{"type": "strong"}]}]}, {"type": "paragraph", "content": [{"type": "text", "text": "help"}]}]}, "labels": ["it"], "updated": "2024-05-01T10:00:00.000+0000"}}}"#)
+            .unwrap();
+        assert_eq!(t.id, "HD-12");
+        assert_eq!(t.body, "PIN is blocked\nhelp");
+        assert_eq!(t.tags, vec!["it"]);
+        assert_eq!(t.author.as_deref(), Some("5b10ac"));
+    }
+
+    #[test]
+    fn shape_refuses_bad_records_with_a_class() {
+        let shape = TicketShape::preset(Preset::Plain, 64);
+        let class = |b: &[u8]| shape.decode(b).unwrap_err().class();
+        assert_eq!(class(b""), "empty");
+        assert_eq!(class(&[b'x'; 65]), "too_large");
+        assert_eq!(
+            class(b"{\"id\": \"a\", \"body\": \"\xff\"}"),
+            "invalid_utf8"
+        );
+        assert_eq!(class(b"{not json"), "invalid_json");
+        assert_eq!(
+            class(b"{\"id\": \"a\", \"subject\": \"s\"}"),
+            "missing_body"
+        );
+        assert_eq!(class(b"{\"body\": \"b\"}"), "missing_id");
+        assert_eq!(
+            class(b"{\"id\": 1, \"body\": \"b\", \"tags\": [1]}"),
+            "field_type"
+        );
+        assert!(!shape.decode(b"{}").unwrap_err().is_retryable());
     }
 }

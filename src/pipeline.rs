@@ -1,0 +1,634 @@
+//! The run loop of `triage run`: records in, decisions out, offsets committed only after.
+//!
+//! One loop receives records and spawns a task per record; the task decodes, classifies,
+//! posts to every sink and acknowledges. The loop itself never waits on a sink: when too many
+//! records are in flight, or a sink is failing and tickets are waiting to retry, it pauses the
+//! source and keeps polling it (so a Kafka consumer stays in its group), and resumes when
+//! things recover. On shutdown it stops taking records, lets the tasks in flight finish within
+//! the drain timeout, flushes the sinks and closes the source (which commits what is done).
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+
+use crate::classify::Classifier;
+use crate::config::{Settings, WorkerSettings};
+use crate::decision::Decision;
+use crate::sink::dead_letter::{DeadLetter, DeadLetterSink, DeadLetterTopic, StderrDeadLetters};
+use crate::sink::decisions_topic::DecisionsTopic;
+use crate::sink::stdout::StdoutSink;
+use crate::sink::webhook::WebhookSink;
+use crate::sink::{Delivery, SinkError, TicketSink};
+use crate::source::jsonl::JsonlSource;
+use crate::source::kafka::{self, KafkaSource};
+use crate::source::{Record, Source, SourceError};
+use crate::ticket::{Ticket, TicketShape};
+
+/// How often the loop wakes up on its own to re-check back-pressure (and poll the source).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Why a run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration or the environment does not allow starting.
+    #[error("{0}")]
+    Setup(String),
+    /// The source failed for good.
+    #[error("input: {0}")]
+    Source(#[from] SourceError),
+    /// A sink failed for good (its output is gone).
+    #[error("sink: {0}")]
+    Sink(String),
+}
+
+impl RunError {
+    /// Whether starting again unchanged may work (a restart by a supervisor, say).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RunError::Setup(_) => false,
+            RunError::Source(e) => e.is_retryable(),
+            RunError::Sink(_) => true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records taken from the source.
+    pub received: u64,
+    /// Tickets classified and delivered to every sink.
+    pub decided: u64,
+    /// Records sent to the dead-letter sink.
+    pub dead_lettered: u64,
+    /// Ticket events skipped by loop prevention (triage's own changes).
+    pub skipped: u64,
+    /// Records still in flight when the drain timeout ran out (handled again after restart).
+    pub abandoned: u64,
+}
+
+/// Run the worker as `settings` say: Kafka when there is a `[kafka]` section and no `input`,
+/// otherwise JSON Lines from `input` (a file, or `-` for standard input).
+pub async fn run(
+    settings: &Settings,
+    classifier: Classifier,
+    input: Option<&Path>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Summary, RunError> {
+    let mut sinks: Vec<Arc<dyn TicketSink>> = Vec::new();
+    let (mut source, dead_letters): (Box<dyn Source>, Arc<dyn DeadLetterSink>) = match (input, &settings.kafka) {
+        (Some(path), _) => (Box::new(JsonlSource::open(path)?), Arc::new(StderrDeadLetters)),
+        (None, Some(k)) => {
+            let producer = kafka::producer(k)?;
+            let mut topics = vec![k.input_topic.clone(), k.dead_letter_topic.clone()];
+            topics.extend(k.decisions_topic.clone());
+            kafka::check_topics(&producer, topics, Duration::from_secs(30)).await?;
+            if let Some(t) = &k.decisions_topic {
+                sinks.push(Arc::new(DecisionsTopic::new(producer.clone(), t)));
+            }
+            let dlq = Arc::new(DeadLetterTopic::new(producer, &k.dead_letter_topic));
+            info!(
+                bootstrap = %k.bootstrap_servers,
+                group = %k.group_id,
+                input = %k.input_topic,
+                decisions = ?k.decisions_topic,
+                dead_letters = %k.dead_letter_topic,
+                "joining the consumer group"
+            );
+            (Box::new(KafkaSource::subscribe(k, &settings.worker)?), dlq)
+        }
+        (None, None) => {
+            return Err(RunError::Setup(
+                "nothing to read: give --input FILE (or - for standard input), or a config with a [kafka] section".into(),
+            ))
+        }
+    };
+    if let Some(w) = &settings.sink.webhook {
+        sinks.push(Arc::new(
+            WebhookSink::new(w).map_err(|e| RunError::Setup(e.to_string()))?,
+        ));
+    }
+    if settings.sink.stdout || input.is_some() && sinks.is_empty() {
+        sinks.push(Arc::new(StdoutSink::new()));
+    }
+    let pipeline = Pipeline::new(
+        classifier,
+        settings.input.clone(),
+        sinks,
+        dead_letters,
+        settings.worker.clone(),
+    );
+    pipeline.run(source.as_mut(), shutdown).await
+}
+
+/// A watch that turns `true` on the first SIGTERM or SIGINT; a second one exits the process
+/// at once (status 130). Must be called inside the runtime.
+pub fn shutdown_on_signals() -> std::io::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("stop requested: finishing the tickets in flight (signal again to stop at once)");
+        let _ = tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        warn!("second stop signal: exiting now; tickets in flight will be handled again after a restart");
+        std::process::exit(130);
+    });
+    Ok(rx)
+}
+
+/// The stages every record goes through, and the sinks they end in.
+pub struct Pipeline {
+    /// Shared with every record's task.
+    handler: Arc<Handler>,
+}
+
+/// What a record's task needs.
+struct Handler {
+    /// Finds the symptoms.
+    classifier: Classifier,
+    /// Where the ticket's fields are in a record.
+    shape: TicketShape,
+    /// Every sink a decision goes to, in order.
+    sinks: Vec<Arc<dyn TicketSink>>,
+    /// Where undecodable or rejected records go.
+    dead_letters: Arc<dyn DeadLetterSink>,
+    /// Limits, loop prevention, retry delays.
+    worker: WorkerSettings,
+    /// Tickets currently waiting to retry a sink: while any are, intake is paused.
+    retrying: AtomicUsize,
+    /// Set by a task whose sink failed for good: the run stops.
+    fatal: Mutex<Option<String>>,
+    /// Counters for the summary.
+    decided: AtomicU64,
+    dead_lettered: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Pipeline {
+    /// A pipeline posting to `sinks`, dead-lettering to `dead_letters`.
+    pub fn new(
+        classifier: Classifier,
+        shape: TicketShape,
+        sinks: Vec<Arc<dyn TicketSink>>,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        worker: WorkerSettings,
+    ) -> Pipeline {
+        Pipeline {
+            handler: Arc::new(Handler {
+                classifier,
+                shape,
+                sinks,
+                dead_letters,
+                worker,
+                retrying: AtomicUsize::new(0),
+                fatal: Mutex::new(None),
+                decided: AtomicU64::new(0),
+                dead_lettered: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Run until the source ends or `shutdown` turns true; then drain, flush and close.
+    pub async fn run(
+        &self,
+        source: &mut dyn Source,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Summary, RunError> {
+        let h = &self.handler;
+        let max = h.worker.max_in_flight;
+        let mut tasks = JoinSet::new();
+        let mut tick = interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut paused = false;
+        let mut received = 0u64;
+        let mut last_source_error: Option<Instant> = None;
+        let mut stop_requested = *shutdown.borrow();
+        let mut source_error = None;
+
+        while !stop_requested {
+            if h.fatal().is_some() {
+                break;
+            }
+            // Back-pressure: pause while too many records are in flight or tickets wait for a
+            // failing sink; resume once below three quarters of the limit and sinks work.
+            let in_flight = source.in_flight();
+            let retrying = h.retrying.load(Ordering::Acquire);
+            if !paused && (in_flight >= max || retrying > 0) {
+                match source.pause() {
+                    Ok(()) => paused = true,
+                    Err(e) => warn!("cannot pause the input: {e}"),
+                }
+                debug!(in_flight, retrying, "input paused");
+            } else if paused && in_flight <= max - max / 4 && retrying == 0 {
+                match source.resume() {
+                    Ok(()) => paused = false,
+                    Err(e) => warn!("cannot resume the input: {e}"),
+                }
+                debug!(in_flight, "input resumed");
+            }
+
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => stop_requested = true,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        error!("a ticket task failed: {e}");
+                    }
+                }
+                _ = tick.tick() => {}
+                // recv: the next record from the source (also serves the group protocol).
+                r = source.recv() => match r {
+                    None => break,
+                    Some(Err(e)) if !e.is_retryable() => {
+                        source_error = Some(e);
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        // Transient (broker down, rebalancing): say so at most every 10 s.
+                        if last_source_error.map_or(true, |t| t.elapsed() > Duration::from_secs(10)) {
+                            warn!("input: {e}");
+                            last_source_error = Some(Instant::now());
+                        }
+                    }
+                    Some(Ok(record)) => {
+                        received += 1;
+                        tasks.spawn(h.clone().handle(record));
+                    }
+                },
+            }
+        }
+
+        // Drain: no new records; the tasks in flight get the drain timeout when a stop was
+        // requested (all the time they need when the input simply ended).
+        if let Err(e) = source.pause() {
+            debug!("cannot pause the input for the drain: {e}");
+        }
+        let mut deadline = stop_requested.then(|| Instant::now() + h.worker.drain_timeout);
+        if !tasks.is_empty() {
+            info!(in_flight = tasks.len(), "draining");
+        }
+        let mut abandoned = 0u64;
+        while !tasks.is_empty() {
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if deadline.is_none() => {
+                    deadline = Some(Instant::now() + h.worker.drain_timeout);
+                }
+                Some(_) = tasks.join_next() => {}
+                _ = timeout => {
+                    abandoned = tasks.len() as u64;
+                    warn!(abandoned, "drain timeout reached; the remaining tickets will be handled again after a restart");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                }
+                // Keep serving the group protocol; records still arriving are left for later.
+                r = source.recv() => if let Some(Ok(record)) = r {
+                    drop(record);
+                },
+            }
+        }
+
+        for s in &h.sinks {
+            if let Err(e) = s.flush().await {
+                warn!(sink = s.name(), "flush failed: {e}");
+            }
+        }
+        let closed = source.close().await;
+        let summary = Summary {
+            received,
+            decided: h.decided.load(Ordering::Acquire),
+            dead_lettered: h.dead_lettered.load(Ordering::Acquire),
+            skipped: h.skipped.load(Ordering::Acquire),
+            abandoned,
+        };
+        info!(
+            received = summary.received,
+            decided = summary.decided,
+            dead_lettered = summary.dead_lettered,
+            skipped = summary.skipped,
+            abandoned = summary.abandoned,
+            "stopped"
+        );
+        if let Some(e) = source_error {
+            return Err(RunError::Source(e));
+        }
+        if let Some(f) = h.fatal() {
+            return Err(RunError::Sink(f));
+        }
+        closed?;
+        Ok(summary)
+    }
+}
+
+/// What became of one record.
+enum Outcome {
+    /// Every sink took the decision.
+    Decided,
+    /// Sent to the dead-letter sink.
+    DeadLettered,
+    /// Loop prevention: triage's own change.
+    Skipped,
+    /// Not handled (a sink failed for good); the offset stays where it is.
+    Abandoned,
+}
+
+impl Handler {
+    fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One record, start to end.
+    async fn handle(self: Arc<Self>, record: Record) {
+        let outcome = self.process(&record).await;
+        let counter = match outcome {
+            Outcome::Decided => &self.decided,
+            Outcome::DeadLettered => &self.dead_lettered,
+            Outcome::Skipped => &self.skipped,
+            Outcome::Abandoned => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        // store offset: the record is fully handled; its offset may be committed.
+        record.ack.done();
+    }
+
+    async fn process(&self, record: &Record) -> Outcome {
+        // decode: bytes -> ticket; what does not decode goes to the dead letters.
+        let ticket = match self.shape.decode(&record.payload) {
+            Ok(t) => t,
+            Err(e) => return self.dead_letter(record, e.class(), &e.to_string()).await,
+        };
+        // loop prevention: skip events triage caused itself.
+        if self.is_own(&ticket) {
+            debug!(ticket = %ticket.id, "skipped: triage's own change");
+            return Outcome::Skipped;
+        }
+        // classify: find the symptoms and build the decision.
+        let decision = Decision::new(
+            self.classifier.catalog(),
+            &ticket,
+            self.classifier.classify(ticket.text()),
+        );
+        // post: every sink, each retried until it takes the decision or refuses it for good.
+        let delivery = Delivery {
+            ticket: &ticket,
+            decision: &decision,
+            source: &record.source,
+        };
+        for sink in &self.sinks {
+            match self.retrying(sink.name(), || sink.post(delivery)).await {
+                Ok(()) => {}
+                Err(SinkError::Permanent { message }) => {
+                    let message =
+                        format!("{} refused ticket {}: {message}", sink.name(), ticket.id);
+                    return self.dead_letter(record, "sink_rejected", &message).await;
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+        debug!(ticket = %ticket.id, symptoms = decision.symptoms.len(), "decided");
+        Outcome::Decided
+    }
+
+    fn is_own(&self, t: &Ticket) -> bool {
+        let by_us = match (&self.worker.api_user, &t.author) {
+            (Some(us), Some(author)) => us.eq_ignore_ascii_case(author),
+            _ => false,
+        };
+        by_us
+            || t.tags
+                .iter()
+                .any(|tag| tag.eq_ignore_ascii_case(&self.worker.marker_tag))
+    }
+
+    async fn dead_letter(&self, record: &Record, class: &str, message: &str) -> Outcome {
+        let letter = DeadLetter {
+            source: &record.source,
+            key: record.key.as_deref(),
+            payload: &record.payload,
+            class,
+            message,
+        };
+        debug!(topic = %record.source.topic, partition = record.source.partition, offset = record.source.offset, class, "dead letter");
+        match self
+            .retrying("dead-letter", || self.dead_letters.send(letter))
+            .await
+        {
+            Ok(()) => Outcome::DeadLettered,
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&self, e: SinkError) -> Outcome {
+        error!("{e}; stopping");
+        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert_with(|| e.to_string());
+        Outcome::Abandoned
+    }
+
+    /// Call `attempt` until it succeeds or fails for good, waiting between tries (exponential
+    /// backoff with full jitter, or the delay the other side asked for). While this ticket
+    /// waits, the loop keeps intake paused.
+    async fn retrying<F, Fut>(&self, what: &str, mut attempt: F) -> Result<(), SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SinkError>>,
+    {
+        let mut delay = self.worker.retry_initial;
+        let mut waiting: Option<RetryGuard<'_>> = None;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_retryable() => {
+                    if waiting.is_none() {
+                        waiting = Some(RetryGuard::new(&self.retrying, what, &e));
+                    }
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or_else(|| jitter(delay))
+                        .min(self.worker.retry_max);
+                    debug!(sink = what, ?wait, "retrying: {e}");
+                    sleep(wait).await;
+                    delay = (delay * 2).min(self.worker.retry_max);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Counts a ticket as waiting for a sink while it lives (also when its task is aborted).
+struct RetryGuard<'a> {
+    count: &'a AtomicUsize,
+}
+
+impl<'a> RetryGuard<'a> {
+    fn new(count: &'a AtomicUsize, what: &str, e: &SinkError) -> RetryGuard<'a> {
+        if count.fetch_add(1, Ordering::AcqRel) == 0 {
+            warn!(sink = what, "{e}; pausing intake until it recovers");
+        }
+        RetryGuard { count }
+    }
+}
+
+impl Drop for RetryGuard<'_> {
+    fn drop(&mut self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            info!("sinks recovered; resuming intake");
+        }
+    }
+}
+
+/// A random delay in [delay/10, delay] ("full jitter", with a floor so retries never spin).
+fn jitter(delay: Duration) -> Duration {
+    let r = RandomState::new().build_hasher().finish();
+    let ms = delay.as_millis().max(1) as u64;
+    let floor = (ms / 10).max(1);
+    Duration::from_millis(floor + r % (ms - floor + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::ticket::Preset;
+    use async_trait::async_trait;
+
+    /// Records what it was given; fails the first `fail` posts with a retryable error.
+    #[derive(Default)]
+    struct Recorder {
+        posted: Mutex<Vec<String>>,
+        fail: AtomicUsize,
+        permanent_for: Option<String>,
+    }
+
+    #[async_trait]
+    impl TicketSink for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        async fn post(&self, d: Delivery<'_>) -> Result<(), SinkError> {
+            if self.permanent_for.as_deref() == Some(d.ticket.id.as_str()) {
+                return Err(SinkError::permanent("HTTP 404"));
+            }
+            if self.fail.load(Ordering::Acquire) > 0 {
+                self.fail.fetch_sub(1, Ordering::AcqRel);
+                return Err(SinkError::retry("HTTP 503"));
+            }
+            self.posted.lock().unwrap().push(d.ticket.id.clone());
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Letters(Mutex<Vec<(i64, String)>>);
+
+    #[async_trait]
+    impl DeadLetterSink for Letters {
+        async fn send(&self, l: DeadLetter<'_>) -> Result<(), SinkError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((l.source.offset, l.class.to_string()));
+            Ok(())
+        }
+    }
+
+    fn worker() -> WorkerSettings {
+        WorkerSettings {
+            max_in_flight: 4,
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(5),
+            api_user: Some("triage-bot".into()),
+            ..WorkerSettings::default()
+        }
+    }
+
+    async fn run_lines(lines: &str, sink: Arc<Recorder>) -> (Summary, Arc<Letters>) {
+        let letters = Arc::new(Letters::default());
+        let p = Pipeline::new(
+            Classifier::new(Catalog::builtin()).unwrap(),
+            TicketShape::preset(Preset::Plain, 1000),
+            vec![sink],
+            letters.clone(),
+            worker(),
+        );
+        let mut src =
+            JsonlSource::from_reader("t.jsonl", std::io::Cursor::new(lines.as_bytes().to_vec()));
+        let (_tx, rx) = watch::channel(false);
+        let s = p.run(&mut src, rx).await.unwrap();
+        assert_eq!(src.in_flight(), 0);
+        (s, letters)
+    }
+
+    #[tokio::test]
+    async fn decides_dead_letters_and_skips() {
+        let sink = Arc::new(Recorder {
+            fail: AtomicUsize::new(3),
+            permanent_for: Some("gone".into()),
+            ..Recorder::default()
+        });
+        let big = "x".repeat(2000);
+        let lines = format!(
+            "{{\"id\": \"a\", \"body\": \"my security key PIN is blocked\"}}\nnot json\n\n{{\"id\": \"b\", \"subject\": \"no body\"}}\n{{\"id\": \"c\", \"body\": \"{big}\"}}\n{{\"id\": \"d\", \"body\": \"hi\", \"author\": \"triage-bot\"}}\n{{\"id\": \"e\", \"body\": \"hi\", \"tags\": [\"triage-processed\"]}}\n{{\"id\": \"gone\", \"body\": \"hi\"}}\n{{\"id\": \"f\", \"body\": \"reset my password\"}}\n"
+        );
+        let (s, letters) = run_lines(&lines, sink.clone()).await;
+        let mut posted = sink.posted.lock().unwrap().clone();
+        posted.sort();
+        assert_eq!(posted, vec!["a", "f"], "decided after retries");
+        let mut l = letters.0.lock().unwrap().clone();
+        l.sort();
+        assert_eq!(
+            l,
+            vec![
+                (2, "invalid_json".to_string()),
+                (4, "missing_body".to_string()),
+                (5, "too_large".to_string()),
+                (8, "sink_rejected".to_string())
+            ]
+        );
+        assert_eq!(
+            s,
+            Summary {
+                received: 8,
+                decided: 2,
+                dead_lettered: 4,
+                skipped: 2,
+                abandoned: 0
+            }
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(
+                j >= Duration::from_millis(10) && j <= Duration::from_millis(100),
+                "{j:?}"
+            );
+        }
+    }
+}

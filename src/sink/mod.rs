@@ -1,0 +1,115 @@
+//! Where decisions go: the [`TicketSink`] trait and its implementations, one file each.
+//!
+//! A sink receives every decided ticket and must be idempotent: after a crash or a retry the
+//! same ticket event may come again. Its error says what the pipeline should do next:
+//! [`SinkError::Retryable`] (pause intake, wait, try again), [`SinkError::Permanent`] (this
+//! ticket can never be delivered: dead-letter it with the reason and move on), or
+//! [`SinkError::Fatal`] (the sink itself is gone: stop the worker without acknowledging).
+//!
+//! - [`decisions_topic`]: the decision JSON on a Kafka topic, keyed by ticket id.
+//! - [`webhook`]: the decision JSON POSTed to an HTTP endpoint.
+//! - [`stdout`]: one JSON line per decision on standard output.
+//! - [`dead_letter`]: where records go that cannot be handled (a Kafka topic, or stderr).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::decision::{Decision, SourceRef};
+use crate::ticket::Ticket;
+
+pub mod dead_letter;
+pub mod decisions_topic;
+pub mod stdout;
+pub mod webhook;
+
+/// One decided ticket, as handed to each sink.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The ticket as decoded (id, text, tags, author, update stamp).
+    pub ticket: &'a Ticket,
+    /// What triage decided.
+    pub decision: &'a Decision,
+    /// The message it came from; with the ticket id, a key for de-duplication downstream.
+    pub source: &'a SourceRef,
+}
+
+/// Why a sink did not take a decision, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Try again later (rate limit, timeout, 5xx, broker unavailable).
+    #[error("{message} (will retry)")]
+    Retryable {
+        /// What happened, without ticket text.
+        message: String,
+        /// How long the other side asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// This ticket cannot be delivered, ever (rejected as invalid, not found, too large).
+    #[error("{message}")]
+    Permanent {
+        /// Why, without ticket text; it becomes the dead letter's message.
+        message: String,
+    },
+    /// The sink cannot take anything any more (its output was closed): stop the worker.
+    #[error("{message}")]
+    Fatal {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl SinkError {
+    /// A retryable error without a server-given delay.
+    pub fn retry(message: impl Into<String>) -> SinkError {
+        SinkError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A permanent error.
+    pub fn permanent(message: impl Into<String>) -> SinkError {
+        SinkError::Permanent {
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying the same ticket again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SinkError::Retryable { .. })
+    }
+
+    /// The delay the other side asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, stable class name for logs and dead-letter headers.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SinkError::Retryable { .. } => "sink_retryable",
+            SinkError::Permanent { .. } => "sink_rejected",
+            SinkError::Fatal { .. } => "sink_fatal",
+        }
+    }
+}
+
+/// Somewhere a decision is delivered. Object safe: the pipeline holds `Arc<dyn TicketSink>`.
+#[async_trait]
+pub trait TicketSink: Send + Sync {
+    /// A short name for logs and dead-letter messages (`decisions-topic`, `webhook`, …).
+    fn name(&self) -> &str;
+
+    /// Deliver one decision. Called again for the same ticket after a retryable error, and
+    /// possibly after a restart: implementations must not duplicate visible effects.
+    async fn post(&self, delivery: Delivery<'_>) -> Result<(), SinkError>;
+
+    /// Make everything posted so far durable (flush buffers); called once at shutdown.
+    async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

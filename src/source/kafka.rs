@@ -1,0 +1,650 @@
+//! The Kafka side: a consumer-group member that reads the input topic and commits only what
+//! is done, and the producer shared by the decisions and dead-letter topics.
+//!
+//! Offsets: `enable.auto.offset.store=false`; for each partition the tracker keeps the records
+//! received, in offset order, and stores (for the periodic auto-commit) only the offset below
+//! which every record is done. A record stays "in flight" until a commit covering it succeeds,
+//! so the in-flight limit also bounds what a crash can make the group handle twice.
+//!
+//! Rebalances (cooperative-sticky): on revocation the worker waits, up to the drain timeout,
+//! for the revoked partitions' records to finish, commits what is done, and forgets them;
+//! acknowledgements arriving later for those partitions are ignored (another member will
+//! handle the records again). On a lost assignment nothing is committed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tracing::{debug, info, warn};
+
+use super::{Ack, AckToken, Acknowledge, Record, Source, SourceError};
+use crate::config::{KafkaSettings, WorkerSettings};
+use crate::decision::SourceRef;
+
+/// The consumer's client configuration (never logged: it may hold secrets).
+pub fn consumer_config(k: &KafkaSettings, w: &WorkerSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("group.id", &k.group_id)
+        .set("client.id", "triage")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            w.commit_interval.as_millis().to_string(),
+        )
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.wait.max.ms", "100");
+    apply(&mut c, k, &k.consumer_properties);
+    c
+}
+
+/// The producer's client configuration: idempotent, `acks=all`.
+pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("client.id", "triage")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    apply(&mut c, k, &k.producer_properties);
+    c
+}
+
+fn apply(
+    c: &mut ClientConfig,
+    k: &KafkaSettings,
+    specific: &std::collections::BTreeMap<String, String>,
+) {
+    for (key, v) in k.properties.iter().chain(specific) {
+        c.set(key, v);
+    }
+    for (key, secret) in &k.secret_properties {
+        c.set(key, secret.expose());
+    }
+}
+
+/// The producer for the decisions and dead-letter topics.
+pub fn producer(k: &KafkaSettings) -> Result<FutureProducer, SourceError> {
+    producer_config(k)
+        .create()
+        .map_err(|e| SourceError::Fatal(format!("cannot create the Kafka producer: {e}")))
+}
+
+/// Check that both clients accept the configured properties (no connection is needed).
+pub fn check_properties(k: &KafkaSettings, w: &WorkerSettings) -> Result<(), SourceError> {
+    let c: BaseConsumer = consumer_config(k, w)
+        .create()
+        .map_err(|e| SourceError::Fatal(format!("Kafka consumer properties: {e}")))?;
+    drop(c);
+    let p: rdkafka::producer::BaseProducer = producer_config(k)
+        .create()
+        .map_err(|e| SourceError::Fatal(format!("Kafka producer properties: {e}")))?;
+    drop(p);
+    Ok(())
+}
+
+/// Fail early, with a message saying what to do, when a configured topic does not exist.
+pub async fn check_topics(
+    producer: &FutureProducer,
+    topics: Vec<String>,
+    timeout: Duration,
+) -> Result<(), SourceError> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in topics {
+            let md = p
+                .client()
+                .fetch_metadata(Some(&t), timeout)
+                .map_err(|e| SourceError::Fatal(format!("cannot reach Kafka to look up topic {t}: {e}")))?;
+            let missing = md
+                .topics()
+                .iter()
+                .find(|mt| mt.name() == t)
+                .map(|mt| mt.error().is_some() || mt.partitions().is_empty())
+                .unwrap_or(true);
+            if missing {
+                return Err(SourceError::Fatal(format!(
+                    "topic {t} does not exist (create it first, e.g. deploy/kafka/kafka.sh topics --create --topic {t} --partitions 3)"
+                )));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| SourceError::Fatal(e.to_string()))?
+}
+
+// ----- offset tracking ------------------------------------------------------------------------
+
+/// One received record of a partition.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: i64,
+    done: bool,
+}
+
+/// The records of one assigned partition that are not yet committed, in offset order.
+#[derive(Debug, Default)]
+struct Part {
+    /// Bumped on every assignment: acks from an earlier assignment are ignored.
+    generation: u64,
+    /// Received and not yet committed.
+    entries: VecDeque<Entry>,
+    /// Index of the first entry not done (== len when all are done).
+    first_undone: usize,
+    /// The offset last stored for commit (the next offset to read after a restart).
+    stored: Option<i64>,
+}
+
+impl Part {
+    /// The offset below which every record is done, if any record is.
+    fn committable(&self) -> Option<i64> {
+        if self.first_undone < self.entries.len() {
+            let o = self.entries[self.first_undone].offset;
+            (self.first_undone > 0).then_some(o)
+        } else {
+            self.entries.back().map(|e| e.offset + 1)
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.first_undone == self.entries.len()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    parts: HashMap<i32, Part>,
+    next_generation: u64,
+}
+
+/// State shared by the source, the consumer's callbacks and the acknowledgement handles.
+struct Shared {
+    /// The input topic.
+    topic: String,
+    /// Per-partition records.
+    tracker: Mutex<Tracker>,
+    /// Signalled whenever a record is done (a revocation may be waiting for that).
+    progress: Condvar,
+    /// Records received and not yet committed, over all partitions.
+    in_flight: AtomicUsize,
+    /// Whether the pipeline wants fetching paused (applies to newly assigned partitions too).
+    paused: AtomicBool,
+    /// Shutting down: revocations do not wait, and records are no longer taken.
+    closing: AtomicBool,
+    /// How long a revocation waits for in-flight records of the revoked partitions.
+    revoke_wait: Duration,
+    /// The consumer, to store offsets from acknowledgements. Weak: the source owns it and
+    /// must be able to close it at shutdown even while abandoned tasks still hold acks.
+    consumer: Mutex<Weak<StreamConsumer<Ctx>>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take a received record into the tracker; `None` if it must not be handled (its
+    /// partition is not, or no longer, ours, or it is a repeat).
+    fn register(&self, partition: i32, offset: i64) -> Option<AckToken> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut t = self.lock();
+        let part = t.parts.get_mut(&partition)?;
+        if let Some(last) = part.entries.back() {
+            if offset <= last.offset {
+                debug!(
+                    partition,
+                    offset, "record received again while in flight; ignored"
+                );
+                return None;
+            }
+        }
+        part.entries.push_back(Entry {
+            offset,
+            done: false,
+        });
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(AckToken {
+            partition,
+            generation: part.generation,
+            offset,
+        })
+    }
+
+    /// Mark a record done and store the new committable offset, if it moved.
+    fn mark_done(&self, token: AckToken) {
+        let mut t = self.lock();
+        let Some(part) = t.parts.get_mut(&token.partition) else {
+            return;
+        };
+        if part.generation != token.generation {
+            return;
+        }
+        let Ok(i) = part
+            .entries
+            .binary_search_by_key(&token.offset, |e| e.offset)
+        else {
+            return;
+        };
+        part.entries[i].done = true;
+        while part.first_undone < part.entries.len() && part.entries[part.first_undone].done {
+            part.first_undone += 1;
+        }
+        if let Some(next) = part.committable() {
+            if part.stored.map_or(true, |s| next > s) {
+                // Stored under the lock, so stored offsets of a partition only ever increase.
+                if let Some(c) = self
+                    .consumer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .upgrade()
+                {
+                    let mut tpl = TopicPartitionList::new();
+                    if tpl
+                        .add_partition_offset(&self.topic, token.partition, Offset::Offset(next))
+                        .is_ok()
+                    {
+                        match c.store_offsets(&tpl) {
+                            Ok(()) => part.stored = Some(next),
+                            Err(e) => debug!(
+                                partition = token.partition,
+                                "cannot store offset {next}: {e}"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        drop(t);
+        self.progress.notify_all();
+    }
+
+    /// A successful commit: the records below the committed offsets leave the in-flight set.
+    fn committed(&self, offsets: &TopicPartitionList) {
+        let mut t = self.lock();
+        let mut released = 0;
+        for e in offsets.elements_for_topic(&self.topic) {
+            let (Offset::Offset(o), Ok(())) = (e.offset(), e.error()) else {
+                continue;
+            };
+            let Some(part) = t.parts.get_mut(&e.partition()) else {
+                continue;
+            };
+            while part.first_undone > 0 && part.entries.front().is_some_and(|x| x.offset < o) {
+                part.entries.pop_front();
+                part.first_undone -= 1;
+                released += 1;
+            }
+        }
+        drop(t);
+        self.in_flight.fetch_sub(released, Ordering::AcqRel);
+    }
+
+    fn assigned(&self, partitions: &[i32]) {
+        let mut t = self.lock();
+        for &p in partitions {
+            t.next_generation += 1;
+            let generation = t.next_generation;
+            if let Some(old) = t.parts.insert(
+                p,
+                Part {
+                    generation,
+                    ..Part::default()
+                },
+            ) {
+                self.in_flight
+                    .fetch_sub(old.entries.len(), Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Wait (bounded) for the partitions' records, then return the offsets to commit and
+    /// forget the partitions.
+    fn revoke(&self, partitions: &[i32], wait: bool) -> Vec<(i32, i64)> {
+        let deadline = Instant::now() + self.revoke_wait;
+        let mut t = self.lock();
+        if wait && !self.closing.load(Ordering::Acquire) {
+            loop {
+                let busy = partitions
+                    .iter()
+                    .any(|p| t.parts.get(p).is_some_and(|x| !x.all_done()));
+                let now = Instant::now();
+                if !busy || now >= deadline {
+                    if busy {
+                        warn!("revoked partitions still had records in flight after {:?}; they will be handled again by their new owner", self.revoke_wait);
+                    }
+                    break;
+                }
+                t = self
+                    .progress
+                    .wait_timeout(t, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        let mut commit = Vec::new();
+        for p in partitions {
+            if let Some(part) = t.parts.remove(p) {
+                self.in_flight
+                    .fetch_sub(part.entries.len(), Ordering::AcqRel);
+                if let Some(next) = part.committable() {
+                    commit.push((*p, next));
+                }
+            }
+        }
+        commit
+    }
+}
+
+/// Acknowledgements go straight to the tracker (no trip through the poll loop).
+struct Acks(Arc<Shared>);
+
+impl Acknowledge for Acks {
+    fn done(&self, token: AckToken) {
+        self.0.mark_done(token);
+    }
+    fn abandon(&self, _token: AckToken) {
+        // Never done: the offset cannot move past it; it is read again after a restart.
+    }
+}
+
+/// The consumer's callbacks: rebalances and commit results.
+pub struct Ctx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.shared.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if partitions.is_empty() {
+            return;
+        }
+        let lost = base.assignment_lost();
+        info!(?partitions, lost, "partitions revoked");
+        let wait = || self.shared.revoke(&partitions, !lost);
+        // Waiting blocks this thread: let the runtime move its other tasks elsewhere.
+        let commit = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        if lost || commit.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (p, o) in &commit {
+            let _ = offsets.add_partition_offset(&self.shared.topic, *p, Offset::Offset(*o));
+        }
+        match base.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => debug!(?commit, "committed revoked partitions"),
+            Err(e) => warn!("commit before giving up partitions failed ({e}); their last records will be handled again"),
+        }
+    }
+
+    fn post_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl
+                    .elements_for_topic(&self.shared.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                info!(?partitions, "partitions assigned");
+                self.shared.assigned(&partitions);
+                if self.shared.paused.load(Ordering::Acquire) {
+                    if let Err(e) = base.pause(tpl) {
+                        warn!("cannot pause newly assigned partitions: {e}");
+                    }
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!("rebalance error: {e}"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.shared.committed(offsets),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!("offset commit failed: {e} (retried at the next commit)"),
+        }
+    }
+}
+
+/// The input topic, as a member of the consumer group.
+pub struct KafkaSource {
+    /// The consumer; `None` after `close`.
+    consumer: Option<Arc<StreamConsumer<Ctx>>>,
+    /// Tracker and flags shared with callbacks and acks.
+    shared: Arc<Shared>,
+    /// Acknowledgement receiver handed to every record.
+    acks: Arc<dyn Acknowledge>,
+}
+
+impl KafkaSource {
+    /// Create the consumer and subscribe to the input topic.
+    pub fn subscribe(k: &KafkaSettings, w: &WorkerSettings) -> Result<KafkaSource, SourceError> {
+        let shared = Arc::new(Shared {
+            topic: k.input_topic.clone(),
+            tracker: Mutex::default(),
+            progress: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            revoke_wait: w.drain_timeout,
+            consumer: Mutex::new(Weak::new()),
+        });
+        let consumer: StreamConsumer<Ctx> = consumer_config(k, w)
+            .create_with_context(Ctx {
+                shared: shared.clone(),
+            })
+            .map_err(|e| SourceError::Fatal(format!("cannot create the Kafka consumer: {e}")))?;
+        consumer.subscribe(&[&k.input_topic]).map_err(|e| {
+            SourceError::Fatal(format!("cannot subscribe to {}: {e}", k.input_topic))
+        })?;
+        let consumer = Arc::new(consumer);
+        *shared.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&consumer);
+        Ok(KafkaSource {
+            consumer: Some(consumer),
+            acks: Arc::new(Acks(shared.clone())),
+            shared,
+        })
+    }
+
+    fn set_paused(&mut self, paused: bool) -> Result<(), SourceError> {
+        self.shared.paused.store(paused, Ordering::Release);
+        let Some(c) = &self.consumer else {
+            return Ok(());
+        };
+        let assignment = c
+            .assignment()
+            .map_err(|e| SourceError::Transient(e.to_string()))?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let r = if paused {
+            c.pause(&assignment)
+        } else {
+            c.resume(&assignment)
+        };
+        r.map_err(|e| {
+            SourceError::Transient(format!(
+                "cannot {} partitions: {e}",
+                if paused { "pause" } else { "resume" }
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn recv(&mut self) -> Option<Result<Record, SourceError>> {
+        let consumer = self.consumer.as_ref()?;
+        loop {
+            let m = match consumer.recv().await {
+                Ok(m) => m,
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    return Some(Err(SourceError::Fatal(e.to_string())))
+                }
+                Err(e) => return Some(Err(SourceError::Transient(e.to_string()))),
+            };
+            let Some(token) = self.shared.register(m.partition(), m.offset()) else {
+                continue;
+            };
+            return Some(Ok(Record {
+                source: SourceRef {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                },
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                ack: Ack::new(self.acks.clone(), token),
+            }));
+        }
+    }
+
+    fn pause(&mut self) -> Result<(), SourceError> {
+        self.set_paused(true)
+    }
+
+    fn resume(&mut self) -> Result<(), SourceError> {
+        self.set_paused(false)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        self.shared.closing.store(true, Ordering::Release);
+        tokio::task::spawn_blocking(move || {
+            let r = match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+                Err(e) => Err(SourceError::Transient(format!("final commit failed: {e}"))),
+            };
+            // Dropping the last handle leaves the group (revoking, and committing, first).
+            drop(consumer);
+            r
+        })
+        .await
+        .map_err(|e| SourceError::Fatal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            topic: "t".into(),
+            tracker: Mutex::default(),
+            progress: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            revoke_wait: Duration::from_millis(10),
+            consumer: Mutex::new(Weak::new()),
+        }
+    }
+
+    fn committable(s: &Shared, p: i32) -> Option<i64> {
+        s.lock().parts[&p].committable()
+    }
+
+    #[test]
+    fn commits_only_below_the_first_record_not_done() {
+        let s = shared();
+        s.assigned(&[0]);
+        let toks: Vec<_> = [5, 6, 8, 9]
+            .iter()
+            .map(|o| s.register(0, *o).unwrap())
+            .collect();
+        assert_eq!(s.in_flight.load(Ordering::Acquire), 4);
+        assert_eq!(committable(&s, 0), None);
+        s.mark_done(toks[1]); // 6 done, 5 not: nothing committable
+        assert_eq!(committable(&s, 0), None);
+        s.mark_done(toks[0]); // 5, 6 done: resume at 8
+        assert_eq!(committable(&s, 0), Some(8));
+        s.mark_done(toks[3]);
+        assert_eq!(committable(&s, 0), Some(8));
+        s.mark_done(toks[2]);
+        assert_eq!(committable(&s, 0), Some(10));
+        // The records leave the in-flight count only when a commit covers them.
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(8)).unwrap();
+        s.committed(&tpl);
+        assert_eq!(s.in_flight.load(Ordering::Acquire), 2);
+        assert_eq!(committable(&s, 0), Some(10));
+    }
+
+    #[test]
+    fn acks_from_an_earlier_assignment_are_ignored() {
+        let s = shared();
+        s.assigned(&[1]);
+        let old = s.register(1, 0).unwrap();
+        assert_eq!(s.revoke(&[1], true), vec![]);
+        assert_eq!(s.in_flight.load(Ordering::Acquire), 0);
+        assert!(s.register(1, 1).is_none(), "not ours any more");
+        s.assigned(&[1]);
+        let new = s.register(1, 0).unwrap();
+        s.mark_done(old);
+        assert_eq!(
+            committable(&s, 1),
+            None,
+            "old generation's ack must not count"
+        );
+        s.mark_done(new);
+        assert_eq!(committable(&s, 1), Some(1));
+        assert!(
+            s.register(1, 0).is_none(),
+            "a repeat of an offset in flight is dropped"
+        );
+    }
+
+    #[test]
+    fn revocation_returns_what_is_done() {
+        let s = shared();
+        s.assigned(&[0, 1]);
+        let a = s.register(0, 10).unwrap();
+        let _b = s.register(0, 11).unwrap();
+        s.mark_done(a);
+        let t0 = Instant::now();
+        assert_eq!(s.revoke(&[0], true), vec![(0, 11)]);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(10),
+            "waited for the record in flight"
+        );
+        assert!(s.lock().parts.contains_key(&1));
+    }
+}
