@@ -8,21 +8,26 @@
 //! (`locked` / `looked`).
 //!
 //! Lookup cost matters, since it runs on every longer word of every ticket: candidates are
-//! bucketed by first letter and filtered by length and by a 32-bit letter-set mask before the
-//! distance is computed (one edit changes at most two bits of the mask).
+//! bucketed by their first two letters and length, and filtered by a 32-bit letter-set mask
+//! (one edit changes at most two bits of it) and by their common prefix and suffix before the
+//! distance is computed. A typo in the first two letters is therefore not corrected.
 
 use std::collections::HashSet;
 
 /// Shortest word that takes part in correction.
 pub const MIN_LEN: usize = 7;
+/// Longest word that takes part in correction.
+pub const MAX_LEN: usize = 40;
 /// Words at least this long may be two edits away.
 pub const TWO_EDIT_LEN: usize = 10;
 
 /// The catalogue's correctable vocabulary.
 #[derive(Debug, Default, Clone)]
 pub struct Lexicon {
-    /// Candidates by first letter (`a`..=`z`).
-    buckets: Vec<Vec<Entry>>,
+    /// Candidates, grouped by first two letters and length (see [`bucket`]).
+    entries: Vec<Entry>,
+    /// `entries[offsets[b]..offsets[b + 1]]` is bucket `b`.
+    offsets: Vec<u32>,
     /// Every lexicon word, for the exact-match early exit.
     words: HashSet<Box<[u8]>>,
     /// Words that must never be corrected (real words near a catalogue word).
@@ -33,6 +38,19 @@ pub struct Lexicon {
 struct Entry {
     word: Box<str>,
     mask: u32,
+}
+
+fn eb_prefix_of(a: &[u8], b: &[u8]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Number of buckets: 26 first letters x 26 second letters x lengths 0..=MAX_LEN.
+const BUCKETS: usize = 26 * 26 * (MAX_LEN + 1);
+
+/// Candidates share the first two letters: typos rarely touch them, and it keeps each bucket
+/// to a handful of words.
+fn bucket(first: u8, second: u8, len: usize) -> usize {
+    ((first - b'a') as usize * 26 + (second - b'a') as usize) * (MAX_LEN + 1) + len
 }
 
 fn mask(word: &[u8]) -> u32 {
@@ -46,21 +64,32 @@ impl Lexicon {
         words: impl IntoIterator<Item = &'a str>,
         keep: impl IntoIterator<Item = &'a str>,
     ) -> Lexicon {
-        let mut lex = Lexicon {
-            buckets: vec![Vec::new(); 26],
-            ..Default::default()
-        };
+        let mut lex = Lexicon::default();
+        let mut by_bucket: Vec<(usize, Entry)> = Vec::new();
         for w in words {
-            if w.len() < MIN_LEN || !w.bytes().all(|c| c.is_ascii_lowercase()) {
+            if w.len() < MIN_LEN || w.len() > MAX_LEN || !w.bytes().all(|c| c.is_ascii_lowercase()) {
                 continue;
             }
             if lex.words.insert(w.as_bytes().into()) {
-                lex.buckets[(w.as_bytes()[0] - b'a') as usize].push(Entry {
-                    word: w.into(),
-                    mask: mask(w.as_bytes()),
-                });
+                let b = w.as_bytes();
+                by_bucket.push((
+                    bucket(b[0], b[1], w.len()),
+                    Entry {
+                        word: w.into(),
+                        mask: mask(b),
+                    },
+                ));
             }
         }
+        by_bucket.sort_by(|a, b| (a.0, &a.1.word).cmp(&(b.0, &b.1.word)));
+        lex.offsets = vec![0; BUCKETS + 1];
+        for (b, _) in &by_bucket {
+            lex.offsets[b + 1] += 1;
+        }
+        for i in 0..BUCKETS {
+            lex.offsets[i + 1] += lex.offsets[i];
+        }
+        lex.entries = by_bucket.into_iter().map(|(_, e)| e).collect();
         lex.keep = keep.into_iter().map(|w| w.as_bytes().into()).collect();
         lex
     }
@@ -77,16 +106,22 @@ impl Lexicon {
 
     /// The lexicon word `word` is a typo of, if any (never `word` itself).
     pub fn correct(&self, word: &[u8]) -> Option<&str> {
-        if word.len() < MIN_LEN - 1 || !word[0].is_ascii_lowercase() {
+        let n = word.len();
+        if !(MIN_LEN - 1..=MAX_LEN).contains(&n)
+            || !word[0].is_ascii_lowercase()
+            || !word[1].is_ascii_lowercase()
+            || self.entries.is_empty()
+        {
             return None;
         }
-        let bucket = &self.buckets[(word[0] - b'a') as usize];
-        if bucket.is_empty() {
-            return None;
-        }
+        let bound = if n >= TWO_EDIT_LEN { 2 } else { 1 };
+        let lo = n.saturating_sub(bound).max(MIN_LEN);
+        let hi = (n + bound).min(MAX_LEN);
         let m = mask(word);
         let mut best: Option<(&Entry, usize)> = None;
-        for e in bucket {
+        for len in lo..=hi {
+            let b = bucket(word[0], word[1], len);
+            for e in &self.entries[self.offsets[b] as usize..self.offsets[b + 1] as usize] {
             let el = e.word.len();
             let bound = if el.max(word.len()) >= TWO_EDIT_LEN {
                 2
@@ -96,6 +131,23 @@ impl Lexicon {
             if el.abs_diff(word.len()) > bound || (e.mask ^ m).count_ones() > 2 * bound as u32 {
                 continue;
             }
+            // One word continuing the other is another form of it (method / methode,
+            // option / options), not a typo.
+            if eb_prefix_of(e.word.as_bytes(), word) {
+                continue;
+            }
+            // k edits leave at least max_len - 2k bytes in a common prefix plus suffix.
+            let eb = e.word.as_bytes();
+            let pre = eb.iter().zip(word).take_while(|(a, b)| a == b).count();
+            let suf = eb[pre..]
+                .iter()
+                .rev()
+                .zip(word[pre.min(word.len())..].iter().rev())
+                .take_while(|(a, b)| a == b)
+                .count();
+            if pre + suf + 2 * bound < el.max(word.len()) {
+                continue;
+            }
             if el == word.len() && e.word.as_bytes() == word {
                 return None;
             }
@@ -103,6 +155,7 @@ impl Lexicon {
                 if best.is_none_or(|(_, bd)| d < bd) {
                     best = Some((e, d));
                 }
+            }
             }
         }
         let (entry, _) = best?;
@@ -179,6 +232,7 @@ mod tests {
         assert_eq!(l.correct(b"secuirty"), Some("security"));
         assert_eq!(l.correct(b"yubikye"), Some("yubikey"));
         assert_eq!(l.correct(b"paskey"), Some("passkey"));
+        assert_eq!(l.correct(b"passkeys"), None, "an inflection, not a typo");
         assert_eq!(l.correct(b"biometirc"), Some("biometric"));
         assert_eq!(l.correct(b"registraiton"), Some("registration"));
         assert_eq!(l.correct(b"fingerprnt"), Some("fingerprint"));

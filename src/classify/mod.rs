@@ -120,10 +120,14 @@ enum Use {
 
 #[derive(Debug, Clone)]
 struct PatInfo {
+    /// `regist*`: the last word may continue.
     prefix: bool,
+    /// Whether it is a catalogue-wide ignore phrase.
+    ignore: bool,
+    /// What the phrase is used for, by which symptom.
     uses: Vec<Use>,
     /// Author's name for it, per use (parallel to `uses`).
-    origins: Vec<Arc<str>>,
+    origins: Vec<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -135,6 +139,8 @@ struct Inner {
     negation: Negation,
     /// For each symptom, indexes of the symptoms it overrides.
     overrides: Vec<Vec<usize>>,
+    /// Some symptom has regexes and no context: every ticket must be scored.
+    always_run: bool,
 }
 
 /// A compiled catalogue, ready to classify. Cheap to clone and share across threads.
@@ -167,11 +173,13 @@ impl Classifier {
                 texts.push(p.text.clone());
                 pats.push(PatInfo {
                     prefix: p.prefix,
+                    ignore: false,
                     uses: Vec::new(),
                     origins: Vec::new(),
                 });
                 pats.len() - 1
             });
+            pats[i].ignore |= matches!(u, Use::Ignore);
             pats[i].uses.push(u);
             pats[i].origins.push(origin.into());
         };
@@ -228,6 +236,10 @@ impl Classifier {
             .collect();
         let lexicon = Lexicon::new(words, keep);
         let negation = Negation::new(catalog.negations.iter().map(String::as_str));
+        let always_run = catalog
+            .symptoms
+            .iter()
+            .any(|s| s.requires.is_empty() && !s.patterns.is_empty());
         let overrides = catalog
             .symptoms
             .iter()
@@ -246,6 +258,7 @@ impl Classifier {
                 lexicon,
                 negation,
                 overrides,
+                always_run,
             }),
         })
     }
@@ -289,24 +302,32 @@ impl Classifier {
 
     /// Find the catalogue's symptoms in a ticket.
     pub fn classify(&self, ticket: TicketText<'_>) -> Classification {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.classify_with(ticket, &mut scratch),
+            Err(_) => self.classify_with(ticket, &mut Scratch::default()),
+        })
+    }
+
+    fn classify_with(&self, ticket: TicketText<'_>, scratch: &mut Scratch) -> Classification {
         let inner = &*self.inner;
-        let fields: [(&'static str, &str); 2] = [("subject", ticket.subject), ("body", ticket.body)];
-        let mut scanned: Vec<Field> = Vec::with_capacity(2);
-        let mut hits: Vec<Hit> = Vec::new();
         let forwarded = is_forward_subject(ticket.subject);
         // A reply's subject names the thread's first problem, which may be solved by now.
         let reply_subject = is_reply_subject(ticket.subject);
-        for (fi, (name, text)) in fields.iter().enumerate() {
-            if text.is_empty() {
-                scanned.push(Field::empty(name, text));
-                continue;
+        let texts = [ticket.subject, ticket.body];
+        let Scratch { norms, ignored, hits } = scratch;
+        hits.clear();
+        for fi in 0..2 {
+            let text = texts[fi];
+            let norm = &mut norms[fi];
+            let ign = &mut ignored[fi];
+            ign.clear();
+            // 1. Normalise.
+            normalize::normalize_auto_into(text, Some(&inner.lexicon), norm);
+            // 2. Zones: quoted replies, signatures, disclaimers.
+            if fi == 1 && norm.lines.len() > 1 {
+                *ign = zones::ignored_ranges(norm, zones::signature_line(text, norm), forwarded);
             }
-            let norm = normalize::normalize_auto(text, Some(&inner.lexicon));
-            let ignored = if fi == 1 {
-                zones::ignored_ranges(&norm, zones::signature_line(text, &norm), forwarded)
-            } else {
-                Vec::new()
-            };
+            // 3. One scan of the automaton.
             let hay = norm.text.as_bytes();
             for m in inner.ac.find_overlapping_iter(&norm.text) {
                 let (s, e) = (m.start(), m.end());
@@ -315,27 +336,23 @@ impl Classifier {
                     continue;
                 }
                 let mut end = e;
-                if !info.prefix && e < hay.len() && is_word(hay[e]) {
-                    // A plural `s`/`es` may follow.
-                    let plural = if hay[e] == b's' {
-                        1
-                    } else if hay[e] == b'e' && hay.get(e + 1) == Some(&b's') {
-                        2
-                    } else {
-                        0
-                    };
-                    if plural == 0 || hay.get(e + plural).is_some_and(|&b| is_word(b)) {
-                        continue;
-                    }
-                    end = e + plural;
-                }
                 if info.prefix {
                     while end < hay.len() && is_word(hay[end]) {
                         end += 1;
                     }
+                } else if e < hay.len() && is_word(hay[e]) {
+                    // A plural `s`/`es` may follow.
+                    let plural = match hay[e] {
+                        b's' => 1,
+                        b'e' if hay.get(e + 1) == Some(&b's') => 2,
+                        _ => continue,
+                    };
+                    if hay.get(e + plural).is_some_and(|&b| is_word(b)) {
+                        continue;
+                    }
+                    end = e + plural;
                 }
-                let quoted = (fi == 0 && reply_subject)
-                    || (!ignored.is_empty() && zones::contains(&ignored, s as u32));
+                let quoted = (fi == 0 && reply_subject) || (!ign.is_empty() && zones::contains(ign, s as u32));
                 hits.push(Hit {
                     field: fi as u8,
                     start: s as u32,
@@ -344,43 +361,35 @@ impl Classifier {
                     quoted,
                 });
             }
-            scanned.push(Field {
-                name,
-                source: text,
-                norm,
-                ignored,
-            });
         }
-        if hits.is_empty() && !inner.catalog.symptoms.iter().any(|s| s.requires.is_empty() && !s.patterns.is_empty()) {
+        if hits.is_empty() && !inner.always_run {
             return Classification::default();
         }
-        self.score(&scanned, hits)
+        let fields = [
+            Field { name: "subject", source: texts[0], norm: &norms[0], ignored: &ignored[0] },
+            Field { name: "body", source: texts[1], norm: &norms[1], ignored: &ignored[1] },
+        ];
+        self.score(&fields, hits)
     }
 
-    fn score(&self, fields: &[Field], mut hits: Vec<Hit>) -> Classification {
+    /// Steps 4 and 5: per-symptom evidence, scores, and the final choice.
+    fn score(&self, fields: &[Field; 2], hits: &mut Vec<Hit>) -> Classification {
         let inner = &*self.inner;
         let cat = &inner.catalog;
         // Ignore phrases hide the hits inside them.
-        let ignores: Vec<Hit> = hits
-            .iter()
-            .copied()
-            .filter(|h| inner.pats[h.pat as usize].uses.iter().any(|u| matches!(u, Use::Ignore)))
-            .collect();
-        if !ignores.is_empty() {
+        let has_ignore = hits.iter().any(|h| inner.pats[h.pat as usize].ignore);
+        if has_ignore {
+            let ignores: Vec<Hit> = hits.iter().copied().filter(|h| inner.pats[h.pat as usize].ignore).collect();
             hits.retain(|h| {
                 !ignores.iter().any(|g| {
-                    g.field == h.field
-                        && g.start <= h.start
-                        && h.end <= g.end
-                        && (g.start, g.end) != (h.start, h.end)
+                    g.field == h.field && g.start <= h.start && h.end <= g.end && (g.start, g.end) != (h.start, h.end)
                 })
             });
         }
-        // Group hits by symptom.
-        let n = cat.symptoms.len();
-        let mut per: Vec<Vec<(Hit, Use, Arc<str>)>> = vec![Vec::new(); n];
+        // Every use of every hit, grouped by symptom.
+        let mut uses: Vec<Own> = Vec::with_capacity(hits.len() * 2);
         let mut resolved: Vec<Hit> = Vec::new();
-        for h in &hits {
+        for h in hits.iter() {
             let info = &inner.pats[h.pat as usize];
             for (u, o) in info.uses.iter().zip(&info.origins) {
                 let s = match *u {
@@ -394,189 +403,31 @@ impl Classifier {
                     // Quoted text may set the topic, never provide evidence.
                     Use::Requires { s } => s,
                     _ if h.quoted => continue,
-                    Use::Unless { s } => s,
-                    Use::Keyword { s }
+                    Use::Unless { s }
+                    | Use::Keyword { s }
                     | Use::Hint { s }
                     | Use::Group { s, .. }
                     | Use::Exclude { s } => s,
                 };
-                per[s as usize].push((*h, *u, o.clone()));
+                uses.push(Own { sym: s, hit: *h, use_: *u, origin: o });
             }
         }
+        uses.sort_by_key(|o| o.sym);
+        let mut cues = CueCache::default();
         let mut findings = Vec::new();
+        let mut rest: &[Own] = &uses;
         for (si, sym) in cat.symptoms.iter().enumerate() {
-            let own = &per[si];
+            let n = rest.iter().take_while(|o| o.sym as usize == si).count();
+            let (own, tail) = rest.split_at(n);
+            rest = tail;
             if own.is_empty() && !(sym.requires.is_empty() && !sym.patterns.is_empty()) {
                 continue;
             }
-            // A ticket-wide exclusion in the ticket's own words rules the symptom out.
-            if own
-                .iter()
-                .any(|(h, u, _)| matches!(u, Use::Unless { .. }) && !h.quoted)
-            {
-                continue;
+            if let Some(f) = self.score_symptom(si, own, fields, &resolved, &mut cues) {
+                findings.push(f);
             }
-            // Context: a topic word not itself negated ("not a security key problem").
-            let context = own
-                .iter()
-                .filter(|(h, u, _)| {
-                    matches!(u, Use::Requires { .. }) && !negated(&own, fields, h, &inner.negation)
-                })
-                .min_by_key(|(h, _, _)| h.quoted);
-            if !sym.requires.is_empty() && context.is_none() {
-                continue;
-            }
-            // An exclusion inside the symptom's own evidence ("sign in" inside "add sign-in
-            // method") excludes nothing.
-            let inside_own = |x: &Hit| {
-                own.iter().any(|(h, u, _)| {
-                    !matches!(u, Use::Exclude { .. } | Use::Requires { .. } | Use::Unless { .. })
-                        && h.field == x.field
-                        && h.start <= x.start
-                        && x.end <= h.end
-                })
-            };
-            let excluded: Vec<(u8, usize, usize)> = own
-                .iter()
-                .filter(|(h, u, _)| matches!(u, Use::Exclude { .. }) && !inside_own(h))
-                .map(|(h, _, _)| h)
-                .chain(resolved.iter())
-                .map(|h| {
-                    // The exclusion's sentence, but no further than EXCLUDE_REACH either side:
-                    // unpunctuated text makes for very long sentences.
-                    let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
-                    let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
-                    let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
-                    (h.field, lo, hi)
-                })
-                .collect();
-            let counts = |field: u8, start: usize, end: usize| -> bool {
-                let f = &fields[field as usize];
-                if excluded
-                    .iter()
-                    .any(|&(ef, a, b)| ef == field && a <= start && start < b.max(a + 1))
-                {
-                    return false;
-                }
-                let _ = f;
-                let probe = Hit {
-                    field,
-                    start: start as u32,
-                    end: end as u32,
-                    pat: 0,
-                    quoted: false,
-                };
-                !negated(&own, fields, &probe, &inner.negation) || end == start
-            };
-            let mut evidence: Vec<Evidence> = Vec::new();
-            let mut score = 0f32;
-            let mut seen_rules: Vec<(u8, u32)> = Vec::new();
-            // Keywords and hints.
-            for (h, u, origin) in own {
-                let (w, kind, tag) = match u {
-                    Use::Keyword { .. } => (1.0, "keyword", 0u8),
-                    Use::Hint { .. } => (0.5, "hint", 1u8),
-                    _ => continue,
-                };
-                if !counts(h.field, h.start as usize, h.end as usize) {
-                    continue;
-                }
-                let key = (tag, h.pat);
-                if !seen_rules.contains(&key) {
-                    seen_rules.push(key);
-                    score += w;
-                }
-                evidence.push(fields[h.field as usize].evidence(h.start as usize, h.end as usize, format!("{kind}:{origin}")));
-            }
-            // Co-occurrences.
-            for (ri, t) in sym.together.iter().enumerate() {
-                let ri = ri as u32;
-                let groups = t.groups.len() as u32;
-                let valid: Vec<(&Hit, u32, &Arc<str>)> = own
-                    .iter()
-                    .filter_map(|(h, u, o)| match u {
-                        Use::Group { rule, group, .. } if *rule == ri => Some((h, *group, o)),
-                        _ => None,
-                    })
-                    .filter(|(h, _, _)| counts(h.field, h.start as usize, h.end as usize))
-                    .collect();
-                if (0..groups).any(|g| !valid.iter().any(|(_, vg, _)| *vg == g)) {
-                    continue;
-                }
-                'anchor: for (a, ag, _) in valid.iter().filter(|(_, g, _)| *g == 0) {
-                    let _ = ag;
-                    let text = &fields[a.field as usize].norm.text;
-                    let (ss, se) = match t.within {
-                        Some(_) => (0, text.len()),
-                        None => sentence(text, a.start as usize),
-                    };
-                    let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
-                    let mut chosen = vec![*a];
-                    for g in 1..groups {
-                        let pick = valid.iter().find(|(h, vg, _)| {
-                            *vg == g
-                                && h.field == a.field
-                                && (h.start as usize) >= ss
-                                && (h.end as usize) <= se.max(ss)
-                                && span(a, h) <= max_span
-                        });
-                        match pick {
-                            Some((h, _, _)) => chosen.push(h),
-                            None => continue 'anchor,
-                        }
-                    }
-                    score += t.weight;
-                    for (k, h) in chosen.iter().enumerate() {
-                        let o = valid.iter().find(|(x, _, _)| std::ptr::eq(*x, *h)).map(|v| v.2.as_ref()).unwrap_or("");
-                        evidence.push(fields[h.field as usize].evidence(
-                            h.start as usize,
-                            h.end as usize,
-                            format!("together:{ri}:{k}:{o}"),
-                        ));
-                    }
-                    break;
-                }
-            }
-            // Regexes, once the context is there.
-            for (pi, p) in sym.patterns.iter().enumerate() {
-                let mut matched = false;
-                for (fi, f) in fields.iter().enumerate() {
-                    for m in p.regex.find_iter(&f.norm.text) {
-                        if m.start() == m.end() || zones::contains(&f.ignored, m.start() as u32) {
-                            continue;
-                        }
-                        if !counts(fi as u8, m.start(), m.end()) {
-                            continue;
-                        }
-                        evidence.push(f.evidence(m.start(), m.end(), format!("pattern:{pi}")));
-                        matched = true;
-                        break;
-                    }
-                    if matched {
-                        break;
-                    }
-                }
-                if matched {
-                    score += 1.0;
-                }
-            }
-            if score + f32::EPSILON < sym.threshold || score == 0.0 {
-                continue;
-            }
-            if let Some((h, _, o)) = context {
-                evidence.push(fields[h.field as usize].evidence(h.start as usize, h.end as usize, format!("context:{o}")));
-            }
-            evidence.sort_by(|a, b| (a.field != "subject", a.start, a.end).cmp(&(b.field != "subject", b.start, b.end)));
-            evidence.dedup_by(|a, b| a.field == b.field && a.start == b.start && a.end == b.end);
-            findings.push(Finding {
-                index: si,
-                id: sym.id.clone(),
-                title: sym.title.clone(),
-                score: (score * 100.0).round() / 100.0,
-                evidence,
-            });
         }
-        // Overrides.
+        // Overrides: a symptom that overrides another hides it unless the other scores higher.
         let scores: Vec<(usize, f32)> = findings.iter().map(|f| (f.index, f.score)).collect();
         findings.retain(|f| {
             !scores.iter().any(|&(o, score)| {
@@ -594,19 +445,258 @@ impl Classifier {
         findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         Classification { findings }
     }
+
+    /// Score one symptom from its own hits; `None` when it does not reach its threshold.
+    fn score_symptom(
+        &self,
+        si: usize,
+        own: &[Own],
+        fields: &[Field; 2],
+        resolved: &[Hit],
+        cues: &mut CueCache,
+    ) -> Option<Finding> {
+        let inner = &*self.inner;
+        let sym = &inner.catalog.symptoms[si];
+        // Nothing but context and exclusions: nothing to score.
+        let evidence_hits = own
+            .iter()
+            .any(|o| matches!(o.use_, Use::Keyword { .. } | Use::Hint { .. } | Use::Group { .. }));
+        if !evidence_hits && sym.patterns.is_empty() {
+            return None;
+        }
+        // A ticket-wide exclusion in the ticket's own words rules the symptom out.
+        if own.iter().any(|o| matches!(o.use_, Use::Unless { .. })) {
+            return None;
+        }
+        // Context: a topic word, not itself negated ("not a security key problem"); the
+        // ticket's own words first, then quoted ones.
+        let is_context = |o: &&Own| matches!(o.use_, Use::Requires { .. });
+        let context = own
+            .iter()
+            .filter(is_context)
+            .filter(|o| !o.hit.quoted)
+            .find(|o| !negated(own, fields, &o.hit, &inner.negation, cues))
+            .or_else(|| {
+                own.iter()
+                    .filter(is_context)
+                    .find(|o| o.hit.quoted && !negated(own, fields, &o.hit, &inner.negation, cues))
+            });
+        if !sym.requires.is_empty() && context.is_none() {
+            return None;
+        }
+        // Exclusions reach through their sentence, but no further than EXCLUDE_REACH either
+        // side; one inside the symptom's own evidence ("sign in" inside "add sign-in method")
+        // excludes nothing.
+        let inside_own = |x: &Hit| {
+            own.iter().any(|o| {
+                !matches!(o.use_, Use::Exclude { .. } | Use::Requires { .. } | Use::Unless { .. })
+                    && o.hit.field == x.field
+                    && o.hit.start <= x.start
+                    && x.end <= o.hit.end
+            })
+        };
+        let excluded: Vec<(u8, usize, usize)> = own
+            .iter()
+            .filter(|o| matches!(o.use_, Use::Exclude { .. }) && !inside_own(&o.hit))
+            .map(|o| &o.hit)
+            .chain(resolved.iter())
+            .map(|h| {
+                let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
+                let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
+                let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
+                (h.field, lo, hi)
+            })
+            .collect();
+        let counts = |h: &Hit, cues: &mut CueCache| -> bool {
+            let start = h.start as usize;
+            if excluded.iter().any(|&(f, a, b)| f == h.field && a <= start && start < b.max(a + 1)) {
+                return false;
+            }
+            h.end == h.start || !negated(own, fields, h, &inner.negation, cues)
+        };
+        // Evidence is kept as hits and rules, and turned into text only if the symptom is found.
+        let mut evidence: Vec<(Hit, Rule)> = Vec::new();
+        let mut score = 0f32;
+        let mut seen_rules: Vec<(u8, u32)> = Vec::new();
+        // Keywords and hints.
+        for o in own {
+            let (w, rule, tag) = match o.use_ {
+                Use::Keyword { .. } => (1.0, Rule::Keyword(o.origin), 0u8),
+                Use::Hint { .. } => (0.5, Rule::Hint(o.origin), 1u8),
+                _ => continue,
+            };
+            if !counts(&o.hit, cues) {
+                continue;
+            }
+            let key = (tag, o.hit.pat);
+            if !seen_rules.contains(&key) {
+                seen_rules.push(key);
+                score += w;
+            }
+            evidence.push((o.hit, rule));
+        }
+        // Co-occurrences.
+        for (ri, t) in sym.together.iter().enumerate() {
+            let ri = ri as u32;
+            let groups = t.groups.len() as u32;
+            let valid: Vec<(&Hit, u32, &str)> = own
+                .iter()
+                .filter_map(|o| match o.use_ {
+                    Use::Group { rule, group, .. } if rule == ri => Some((&o.hit, group, o.origin)),
+                    _ => None,
+                })
+                .filter(|(h, _, _)| counts(h, cues))
+                .collect();
+            if (0..groups).any(|g| !valid.iter().any(|(_, vg, _)| *vg == g)) {
+                continue;
+            }
+            'anchor: for (a, _, _) in valid.iter().filter(|(_, g, _)| *g == 0) {
+                let text = &fields[a.field as usize].norm.text;
+                let (ss, se) = match t.within {
+                    Some(_) => (0, text.len()),
+                    None => sentence(text, a.start as usize),
+                };
+                let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
+                let mut chosen: Vec<(&Hit, &str)> = vec![(a, valid[0].2)];
+                chosen[0].1 = valid.iter().find(|v| std::ptr::eq(v.0, *a)).map_or("", |v| v.2);
+                for g in 1..groups {
+                    let pick = valid.iter().find(|(h, vg, _)| {
+                        *vg == g
+                            && h.field == a.field
+                            && (h.start as usize) >= ss
+                            && (h.end as usize) <= se.max(ss)
+                            && span(a, h) <= max_span
+                    });
+                    match pick {
+                        Some((h, _, o)) => chosen.push((h, o)),
+                        None => continue 'anchor,
+                    }
+                }
+                score += t.weight;
+                for (k, (h, o)) in chosen.iter().enumerate() {
+                    evidence.push((**h, Rule::Together(ri, k, o)));
+                }
+                break;
+            }
+        }
+        // Regexes, once the context is there.
+        for (pi, p) in sym.patterns.iter().enumerate() {
+            let found = fields.iter().enumerate().find_map(|(fi, f)| {
+                p.regex.find_iter(&f.norm.text).find_map(|m| {
+                    let h = Hit {
+                        field: fi as u8,
+                        start: m.start() as u32,
+                        end: m.end() as u32,
+                        pat: u32::MAX,
+                        quoted: false,
+                    };
+                    let usable = m.start() != m.end()
+                        && !zones::contains(f.ignored, m.start() as u32)
+                        && counts(&h, cues);
+                    usable.then_some(h)
+                })
+            });
+            if let Some(h) = found {
+                evidence.push((h, Rule::Pattern(pi)));
+                score += 1.0;
+            }
+        }
+        if score == 0.0 || score + f32::EPSILON < sym.threshold {
+            return None;
+        }
+        if let Some(o) = context {
+            evidence.push((o.hit, Rule::Context(o.origin)));
+        }
+        evidence.sort_by_key(|(h, _)| (h.field, h.start, h.end));
+        evidence.dedup_by_key(|(h, _)| (h.field, h.start, h.end));
+        let evidence = evidence
+            .iter()
+            .map(|(h, r)| fields[h.field as usize].evidence(h, r.to_string()))
+            .collect();
+        Some(Finding {
+            index: si,
+            id: sym.id.clone(),
+            title: sym.title.clone(),
+            score: (score * 100.0).round() / 100.0,
+            evidence,
+        })
+    }
+}
+
+/// Which rule a piece of evidence matched, until it is written out.
+enum Rule<'a> {
+    Keyword(&'a str),
+    Hint(&'a str),
+    Together(u32, usize, &'a str),
+    Pattern(usize),
+    Context(&'a str),
+}
+
+impl std::fmt::Display for Rule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Keyword(o) => write!(f, "keyword:{o}"),
+            Rule::Hint(o) => write!(f, "hint:{o}"),
+            Rule::Together(r, k, o) => write!(f, "together:{r}:{k}:{o}"),
+            Rule::Pattern(p) => write!(f, "pattern:{p}"),
+            Rule::Context(o) => write!(f, "context:{o}"),
+        }
+    }
+}
+
+/// Buffers reused from one ticket to the next on the same thread.
+#[derive(Default)]
+struct Scratch {
+    norms: [Normalized; 2],
+    ignored: [Vec<zones::Range>; 2],
+    hits: Vec<Hit>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// One use of one hit by one symptom.
+#[derive(Clone, Copy)]
+struct Own<'a> {
+    sym: u32,
+    hit: Hit,
+    use_: Use,
+    origin: &'a str,
+}
+
+/// Negation cues found before each hit, computed once per ticket whatever the symptom.
+#[derive(Default)]
+struct CueCache {
+    /// `(field, start)` -> cue start offsets.
+    seen: Vec<((u8, u32), Vec<usize>)>,
+}
+
+impl CueCache {
+    fn get(&mut self, fields: &[Field; 2], hit: &Hit, negation: &Negation) -> &[usize] {
+        let key = (hit.field, hit.start);
+        let i = match self.seen.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let text = &fields[hit.field as usize].norm.text;
+                self.seen.push((key, negation.cues_before(text, hit.start as usize)));
+                self.seen.len() - 1
+            }
+        };
+        &self.seen[i].1
+    }
 }
 
 /// Whether `hit` is negated: a cue stands before it that is not part of the symptom's own
 /// evidence ("no passkey option" is evidence, not a negation of "passkey option").
-fn negated(own: &[(Hit, Use, Arc<str>)], fields: &[Field], hit: &Hit, negation: &Negation) -> bool {
-    let text = &fields[hit.field as usize].norm.text;
-    let cues = negation.cues_before(text, hit.start as usize);
-    cues.iter().any(|&c| {
-        !own.iter().any(|(h, u, _)| {
-            !matches!(u, Use::Exclude { .. } | Use::Unless { .. } | Use::Requires { .. })
-                && h.field == hit.field
-                && (h.start as usize) <= c
-                && c < h.end as usize
+fn negated(own: &[Own], fields: &[Field; 2], hit: &Hit, negation: &Negation, cues: &mut CueCache) -> bool {
+    let found = cues.get(fields, hit, negation);
+    found.iter().any(|&c| {
+        !own.iter().any(|o| {
+            !matches!(o.use_, Use::Exclude { .. } | Use::Unless { .. } | Use::Requires { .. })
+                && o.hit.field == hit.field
+                && (o.hit.start as usize) <= c
+                && c < o.hit.end as usize
         })
     })
 }
@@ -627,25 +717,21 @@ struct Hit {
     quoted: bool,
 }
 
+/// One classified field: its source, normalised text and ignored ranges.
 struct Field<'a> {
+    /// `subject` or `body`, for evidence.
     name: &'static str,
+    /// The original text, for evidence offsets and text.
     source: &'a str,
-    norm: Normalized,
-    ignored: Vec<zones::Range>,
+    /// What the automaton scanned.
+    norm: &'a Normalized,
+    /// Quoted replies, signatures and disclaimers (body only).
+    ignored: &'a [zones::Range],
 }
 
-impl<'a> Field<'a> {
-    fn empty(name: &'static str, source: &'a str) -> Field<'a> {
-        Field {
-            name,
-            source,
-            norm: Normalized::default(),
-            ignored: Vec::new(),
-        }
-    }
-
-    fn evidence(&self, start: usize, end: usize, rule: String) -> Evidence {
-        let (s, e) = self.norm.source_span(start, end);
+impl Field<'_> {
+    fn evidence(&self, h: &Hit, rule: String) -> Evidence {
+        let (s, e) = self.norm.source_span(h.start as usize, h.end as usize);
         let (s, e) = normalize::clamp_to_chars(self.source, s, e);
         Evidence {
             field: self.name,

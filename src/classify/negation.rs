@@ -24,28 +24,26 @@ pub const CUES: &[&str] = &[
     "nunca", "ningun", "ninguna", "ninguno", "sin", "tampoco",
 ];
 
-/// Words that close a clause.
-const CLAUSE_WORDS: &[&str] = &[
-    "but", "however", "although", "though", "yet", "except", "aber", "sondern", "jedoch", "mais",
-    "pourtant", "pero", "sino", "aunque",
-];
-
-/// Articles do not count toward the window: "not about the QR code" is two words away.
-const ARTICLES: &[&str] = &[
-    "the", "a", "an", "der", "die", "das", "den", "dem", "ein", "eine", "le", "la", "les", "l",
-    "un", "une", "el", "los", "las", "una",
-];
-
+/// Words that close a clause, and articles (which do not count toward the window), are listed
+/// in `Negation::kind`.
 /// Words that, right after a cue, make it no negation at all.
 const PSEUDO_AFTER: &[&str] = &[
     "only", "sure", "just", "idea", "matter", "clue", "doubt", "problem", "nur", "seulement",
     "solo", "solamente",
 ];
 
+enum Kind {
+    Clause,
+    Article,
+    Word,
+}
+
 /// Negation cues, built-in plus a catalogue's own.
 #[derive(Debug, Clone)]
 pub struct Negation {
     cues: Vec<Box<str>>,
+    /// Bytes that start some cue: most words are rejected on their first byte.
+    first: [bool; 256],
 }
 
 impl Default for Negation {
@@ -61,11 +59,29 @@ impl Negation {
         cues.extend(extra.into_iter().map(Into::into));
         cues.sort();
         cues.dedup();
-        Negation { cues }
+        let mut first = [false; 256];
+        for c in &cues {
+            if let Some(&b) = c.as_bytes().first() {
+                first[b as usize] = true;
+            }
+        }
+        Negation { cues, first }
     }
 
     fn is_cue(&self, w: &str) -> bool {
-        self.cues.binary_search_by(|c| (**c).cmp(w)).is_ok()
+        w.as_bytes().first().is_some_and(|&b| self.first[b as usize])
+            && self.cues.binary_search_by(|c| (**c).cmp(w)).is_ok()
+    }
+
+    /// What a word does to the window: ends the clause, does not count, or counts.
+    fn kind(w: &str) -> Kind {
+        match w {
+            "but" | "however" | "although" | "though" | "yet" | "except" | "aber" | "sondern"
+            | "jedoch" | "mais" | "pourtant" | "pero" | "sino" | "aunque" => Kind::Clause,
+            "the" | "a" | "an" | "der" | "die" | "das" | "den" | "dem" | "ein" | "eine" | "le"
+            | "la" | "les" | "l" | "un" | "une" | "el" | "los" | "las" | "una" => Kind::Article,
+            _ => Kind::Word,
+        }
     }
 
     /// Start offsets of the cues that negate a hit starting at `start` in `text`.
@@ -98,11 +114,10 @@ impl Negation {
                 break;
             }
             let w = &text[pos..end];
-            if CLAUSE_WORDS.contains(&w) {
-                break;
-            }
-            if ARTICLES.contains(&w) {
-                continue;
+            match Negation::kind(w) {
+                Kind::Clause => break,
+                Kind::Article => continue,
+                Kind::Word => {}
             }
             words += 1;
             let contracted = w.ends_with("n't");

@@ -338,12 +338,13 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(source_len: usize, lexicon: Option<&'a Lexicon>) -> Self {
-        let mut out = Normalized {
-            text: String::with_capacity(source_len + 16),
-            source_len: source_len as u32,
-            ..Default::default()
-        };
+    fn new(mut out: Normalized, source_len: usize, lexicon: Option<&'a Lexicon>) -> Self {
+        out.text.clear();
+        out.text.reserve(source_len + 16);
+        out.lines.clear();
+        out.quoted_lines.clear();
+        out.segments.clear();
+        out.source_len = source_len as u32;
         out.lines.push(0);
         out.segments.push(Segment {
             norm: 0,
@@ -455,6 +456,32 @@ impl<'a> Builder<'a> {
         self.out.text.push_str(s);
     }
 
+    /// A run of ASCII letters and digits, lower-cased on the way.
+    #[inline]
+    fn word_run(&mut self, run: &str, src: u32) {
+        self.flush_ws();
+        if self.word_start.is_none() {
+            self.word_start = Some((self.out.text.len(), src));
+            self.word_plain = true;
+        }
+        let norm = self.out.text.len();
+        let d = norm as i64 - src as i64;
+        if !self.identity || d != self.delta {
+            self.out.segments.push(Segment {
+                norm: norm as u32,
+                src,
+                unit_len: 0,
+            });
+            self.identity = true;
+            self.delta = d;
+        }
+        if self.word_plain && !run.bytes().all(|c| c.is_ascii_alphabetic()) {
+            self.word_plain = false;
+        }
+        self.out.text.push_str(run);
+        self.out.text[norm..].make_ascii_lowercase();
+    }
+
     #[inline]
     fn word_byte(&mut self, b: u8, src: u32) {
         self.flush_ws();
@@ -523,17 +550,23 @@ impl<'a> Builder<'a> {
 
 /// Normalise a plain-text field.
 pub fn normalize(source: &str, lexicon: Option<&Lexicon>) -> Normalized {
-    run(source, false, lexicon)
+    run(source, false, lexicon, Normalized::default())
 }
 
 /// Normalise a field, choosing HTML mode when the text looks like HTML.
 pub fn normalize_auto(source: &str, lexicon: Option<&Lexicon>) -> Normalized {
-    run(source, looks_like_html(source), lexicon)
+    run(source, looks_like_html(source), lexicon, Normalized::default())
 }
 
-fn run(source: &str, html: bool, lexicon: Option<&Lexicon>) -> Normalized {
+/// As [`normalize_auto`], reusing the buffers of `into` (which is overwritten).
+pub fn normalize_auto_into(source: &str, lexicon: Option<&Lexicon>, into: &mut Normalized) {
+    let buf = std::mem::take(into);
+    *into = run(source, looks_like_html(source), lexicon, buf);
+}
+
+fn run(source: &str, html: bool, lexicon: Option<&Lexicon>, buf: Normalized) -> Normalized {
     let bytes = source.as_bytes();
-    let mut b = Builder::new(bytes.len(), lexicon);
+    let mut b = Builder::new(buf, bytes.len(), lexicon);
     let mut i = 0usize;
     while i < bytes.len() {
         let c = bytes[i];
@@ -553,7 +586,16 @@ fn run(source: &str, html: bool, lexicon: Option<&Lexicon>) -> Normalized {
                 }
             }
             match CLASS[c as usize] {
-                Class::Word => b.word_byte(c.to_ascii_lowercase(), src),
+                Class::Word => {
+                    // Fast path: a run of ASCII letters and digits in one go.
+                    let mut j = i + 1;
+                    while j < bytes.len() && bytes[j] < 0x80 && CLASS[bytes[j] as usize] == Class::Word {
+                        j += 1;
+                    }
+                    b.word_run(&source[i..j], src);
+                    i = j;
+                    continue;
+                }
                 Class::Space => b.space(src, false),
                 Class::Newline => b.space(src, true),
                 Class::Drop => {}

@@ -14,19 +14,16 @@ pub type Range = (u32, u32);
 
 /// Reply headers: `On <date>, <name> wrote:` and its German, French and Spanish forms.
 fn is_reply_intro(line: &str, next: &str) -> bool {
-    let both_owned;
-    let both: &str = if line.len() < 200 && !next.is_empty() {
-        both_owned = format!("{line} {next}");
-        &both_owned
-    } else {
-        line
-    };
-    let starts = |p: &str| line.starts_with(p);
-    (starts("on ") && (line.contains("wrote") || both.contains(" wrote:")))
-        || (starts("am ") && both.contains("schrieb"))
-        || (starts("le ") && both.contains("a ecrit"))
-        || (starts("el ") && (both.contains("escribio") || both.contains("escribi")))
-        || (line.ends_with(" wrote:") && line.len() < 160)
+    // The intro may be wrapped over two lines: look at this line and the next.
+    let either = |w: &str| line.contains(w) || (line.len() < 200 && next.contains(w));
+    let b = line.as_bytes();
+    match b.get(..3) {
+        Some(b"on ") => either("wrote"),
+        Some(b"am ") => either("schrieb"),
+        Some(b"le ") => either("a ecrit"),
+        Some(b"el ") => either("escribi"),
+        _ => line.ends_with(" wrote:") && line.len() < 160,
+    }
 }
 
 fn is_original_message(line: &str) -> bool {
@@ -44,6 +41,9 @@ fn is_original_message(line: &str) -> bool {
 
 fn is_forward_marker(line: &str) -> bool {
     let l = line.trim_matches(|c: char| c == ' ' || c == ':');
+    if l.len() > 80 {
+        return false;
+    }
     l.contains("forwarded message")
         || l.starts_with("begin forwarded message")
         || l.contains("weitergeleitete nachricht")
@@ -140,6 +140,14 @@ fn is_device_footer(line: &str) -> bool {
 }
 
 fn is_disclaimer(line: &str) -> bool {
+    static CONF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("confiden"));
+    static VERT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("vertraul"));
+    let b = line.as_bytes();
+    if CONF.find(b).is_none() && VERT.find(b).is_none() {
+        return false;
+    }
     let conf = line.contains("confidential")
         || line.contains("vertraulich")
         || line.contains("confidentiel")
