@@ -20,7 +20,11 @@ fn corpus() -> Vec<Ticket> {
     for f in ["tests/data/tickets.jsonl", "tests/data/holdout.jsonl"] {
         let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("corpus file");
-        out.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| Ticket::from_json(l).expect("ticket")));
+        out.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| Ticket::from_json(l).expect("ticket")),
+        );
     }
     out
 }
@@ -45,6 +49,24 @@ fn bench(c: &mut Criterion) {
                 found += classifier.classify(black_box(t.text())).findings.len();
             }
             found
+        })
+    });
+    g.bench_function("normalize", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for t in &tickets {
+                n += classifier.normalize(black_box(&t.body), true).text.len();
+            }
+            n
+        })
+    });
+    g.bench_function("normalize_no_typos", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for t in &tickets {
+                n += classifier.normalize(black_box(&t.body), false).text.len();
+            }
+            n
         })
     });
     g.bench_function("raw_scan", |b| {

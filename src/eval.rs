@@ -162,13 +162,18 @@ pub fn evaluate(c: &Classifier, tickets: &[Ticket], mut progress: impl FnMut(usi
             f1: f,
         });
     }
-    let (stp, sfp, sfn): (usize, usize, usize) = (tp.iter().sum(), fp.iter().sum(), fn_.iter().sum());
+    let (stp, sfp, sfn): (usize, usize, usize) =
+        (tp.iter().sum(), fp.iter().sum(), fn_.iter().sum());
     let micro = f1(ratio(stp, stp + sfp, 1.0), ratio(stp, stp + sfn, 1.0));
     Report {
         tickets: count,
         symptoms,
         micro_f1: micro,
-        macro_f1: if macro_n == 0 { 1.0 } else { macro_sum / macro_n as f64 },
+        macro_f1: if macro_n == 0 {
+            1.0
+        } else {
+            macro_sum / macro_n as f64
+        },
         off_topic,
         off_topic_false_positives: off_fp,
         false_positive_rate: ratio(off_fp, off_topic, 0.0),

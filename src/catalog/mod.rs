@@ -179,7 +179,9 @@ pub enum CatalogError {
         source: std::io::Error,
     },
     /// The directory holds no `*.toml` file.
-    #[error("{0}: no catalogue files (*.toml) found; expected at least one, see patterns/README.md")]
+    #[error(
+        "{0}: no catalogue files (*.toml) found; expected at least one, see patterns/README.md"
+    )]
     Empty(String),
     /// One or more problems in the files.
     #[error("{}", display_problems(.0))]
@@ -447,9 +449,8 @@ impl Catalog {
         }
         let hash = hasher.finalize();
         let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-        let join = |f: &dyn Fn(&FilePart) -> &str| {
-            parts.iter().map(f).collect::<Vec<_>>().join("+")
-        };
+        let join =
+            |f: &dyn Fn(&FilePart) -> &str| parts.iter().map(f).collect::<Vec<_>>().join("+");
         Ok(Catalog {
             name: join(&|p| &p.name),
             version: join(&|p| &p.version),
@@ -513,7 +514,10 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
         Err(e) => {
             let line = e.span().map(|s| src.line_of(s.start)).unwrap_or(1);
             let msg = e.message().trim().replace('\n', " ");
-            problems.push(src.problem(line, format!("{msg}; see patterns/README.md for the format")));
+            problems.push(src.problem(
+                line,
+                format!("{msg}; see patterns/README.md for the format"),
+            ));
             return None;
         }
     };
@@ -548,7 +552,9 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
                 let line = src.find_line(&whole, it).unwrap_or(1);
                 problems.push(src.problem(
                     line,
-                    format!("{ctx}: `{it}`: a term set cannot refer to another set; list the phrases"),
+                    format!(
+                        "{ctx}: `{it}`: a term set cannot refer to another set; list the phrases"
+                    ),
                 ));
                 continue;
             }
@@ -604,7 +610,15 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
         let start = src.text[..span.start].rfind("[[").unwrap_or(span.start);
         let range = start..span.end.max(start);
         let line = src.line_of(start);
-        if let Some(s) = parse_symptom(src, &range, line, value.get_ref(), &sets, &default_reply, problems) {
+        if let Some(s) = parse_symptom(
+            src,
+            &range,
+            line,
+            value.get_ref(),
+            &sets,
+            &default_reply,
+            problems,
+        ) {
             symptoms.push(s);
         }
     }
@@ -710,7 +724,11 @@ fn terms(
                         line,
                         format!(
                             "{ctx}: `{it}` names no term set; expected one of [terms]: {}",
-                            if known.is_empty() { "(none defined)".to_string() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "(none defined)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
                         ),
                     ));
                 }
@@ -775,32 +793,84 @@ fn parse_symptom(
         ));
     }
     if raw.title.trim().is_empty() {
-        problems.push(src.problem(at("title"), format!("{}: is empty; expected a short title", ctx("title"))));
+        problems.push(src.problem(
+            at("title"),
+            format!("{}: is empty; expected a short title", ctx("title")),
+        ));
     }
     let tags = raw.tags.clone().unwrap_or_else(|| vec![raw.id.clone()]);
     if tags.is_empty() {
-        problems.push(src.problem(at("tags"), format!("{}: is empty; expected at least one tag", ctx("tags"))));
+        problems.push(src.problem(
+            at("tags"),
+            format!("{}: is empty; expected at least one tag", ctx("tags")),
+        ));
     }
     for t in &tags {
         if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == ',') {
             problems.push(src.problem(
                 at(t),
-                format!("{}: `{t}` is not a valid tag; expected one word without spaces or commas", ctx("tags")),
+                format!(
+                    "{}: `{t}` is not a valid tag; expected one word without spaces or commas",
+                    ctx("tags")
+                ),
             ));
         }
     }
     let threshold = raw.threshold.unwrap_or(1.0);
     if !(threshold > 0.0 && threshold.is_finite()) {
-        problems.push(src.problem(at("threshold"), format!("{}: must be a positive number", ctx("threshold"))));
+        problems.push(src.problem(
+            at("threshold"),
+            format!("{}: must be a positive number", ctx("threshold")),
+        ));
     }
     fn refs(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
     }
-    let requires = terms(&refs(&raw.requires), sets, &ctx("requires"), src, range, line, problems);
-    let keywords = terms(&refs(&raw.keywords), sets, &ctx("keywords"), src, range, line, problems);
-    let hints = terms(&refs(&raw.hints), sets, &ctx("hints"), src, range, line, problems);
-    let exclude = terms(&refs(&raw.exclude), sets, &ctx("exclude"), src, range, line, problems);
-    let unless = terms(&refs(&raw.unless), sets, &ctx("unless"), src, range, line, problems);
+    let requires = terms(
+        &refs(&raw.requires),
+        sets,
+        &ctx("requires"),
+        src,
+        range,
+        line,
+        problems,
+    );
+    let keywords = terms(
+        &refs(&raw.keywords),
+        sets,
+        &ctx("keywords"),
+        src,
+        range,
+        line,
+        problems,
+    );
+    let hints = terms(
+        &refs(&raw.hints),
+        sets,
+        &ctx("hints"),
+        src,
+        range,
+        line,
+        problems,
+    );
+    let exclude = terms(
+        &refs(&raw.exclude),
+        sets,
+        &ctx("exclude"),
+        src,
+        range,
+        line,
+        problems,
+    );
+    let unless = terms(
+        &refs(&raw.unless),
+        sets,
+        &ctx("unless"),
+        src,
+        range,
+        line,
+        problems,
+    );
     let mut patterns = Vec::new();
     for p in &raw.patterns {
         match regex::RegexBuilder::new(p)
@@ -829,17 +899,26 @@ fn parse_symptom(
         if t.all.len() < 2 {
             problems.push(src.problem(
                 at("together"),
-                format!("{c}: `all` has {} group(s); expected at least 2 (use `keywords` for one)", t.all.len()),
+                format!(
+                    "{c}: `all` has {} group(s); expected at least 2 (use `keywords` for one)",
+                    t.all.len()
+                ),
             ));
         }
         if !(t.weight > 0.0 && t.weight.is_finite()) {
-            problems.push(src.problem(at("weight"), format!("{c}: `weight` must be a positive number")));
+            problems.push(src.problem(
+                at("weight"),
+                format!("{c}: `weight` must be a positive number"),
+            ));
         }
         let mut groups = Vec::new();
         for g in &t.all {
             let items = g.items();
             if items.is_empty() {
-                problems.push(src.problem(at("together"), format!("{c}: an empty group; expected phrases or @sets")));
+                problems.push(src.problem(
+                    at("together"),
+                    format!("{c}: an empty group; expected phrases or @sets"),
+                ));
             }
             groups.push(terms(&items, sets, &c, src, range, line, problems));
         }
@@ -847,7 +926,9 @@ fn parse_symptom(
             if !(10..=2000).contains(&w) {
                 problems.push(src.problem(
                     at("within"),
-                    format!("{c}: `within` is {w}; expected a number of characters from 10 to 2000"),
+                    format!(
+                        "{c}: `within` is {w}; expected a number of characters from 10 to 2000"
+                    ),
                 ));
             }
         }
@@ -857,17 +938,31 @@ fn parse_symptom(
             within: t.within,
         });
     }
-    if keywords.is_empty() && hints.is_empty() && patterns.is_empty() && together.is_empty() && raw.patterns.is_empty() {
+    if keywords.is_empty()
+        && hints.is_empty()
+        && patterns.is_empty()
+        && together.is_empty()
+        && raw.patterns.is_empty()
+    {
         problems.push(src.problem(
             line,
             format!("{label}: has no evidence; expected at least one of `keywords`, `hints`, `patterns`, `together`"),
         ));
     }
     if raw.checks.is_empty() || raw.checks.iter().any(|c| c.trim().is_empty()) {
-        problems.push(src.problem(at("checks"), format!("{}: expected a list of non-empty first checks", ctx("checks"))));
+        problems.push(src.problem(
+            at("checks"),
+            format!(
+                "{}: expected a list of non-empty first checks",
+                ctx("checks")
+            ),
+        ));
     }
     if raw.fix.trim().is_empty() {
-        problems.push(src.problem(at("fix"), format!("{}: is empty; expected the likely fix", ctx("fix"))));
+        problems.push(src.problem(
+            at("fix"),
+            format!("{}: is empty; expected the likely fix", ctx("fix")),
+        ));
     }
     let reply = match &raw.reply {
         Some(r) => match Template::parse(r) {

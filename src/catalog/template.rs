@@ -134,14 +134,24 @@ mod tests {
     fn unknown_placeholder_is_an_error_with_offset() {
         let e = Template::parse("Hi {nme}").unwrap_err();
         assert_eq!(e.offset, 3);
-        assert!(e.message.contains("unknown placeholder `{nme}`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown placeholder `{nme}`"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("title"));
     }
 
     #[test]
     fn unclosed_and_stray_braces() {
-        assert!(Template::parse("a {title").unwrap_err().message.contains("unclosed"));
-        assert!(Template::parse("a } b").unwrap_err().message.contains("stray"));
+        assert!(Template::parse("a {title")
+            .unwrap_err()
+            .message
+            .contains("unclosed"));
+        assert!(Template::parse("a } b")
+            .unwrap_err()
+            .message
+            .contains("stray"));
     }
 
     #[test]

@@ -81,14 +81,41 @@ overrides = ["ghost"]
 "#;
     let p = problems(text);
     let joined = p.join("\n");
-    assert!(joined.contains("cat.toml:6: symptom `Bad_Id`: field `id`: `Bad_Id` is not kebab-case"), "{joined}");
-    assert!(joined.contains("cat.toml:8: symptom `Bad_Id`: field `keywords`: `  `: phrase is empty"), "{joined}");
-    assert!(joined.contains("`a*b`: `*` may only end a phrase"), "{joined}");
-    assert!(joined.contains("cat.toml:9: symptom `Bad_Id`: field `patterns`: `(unclosed`"), "{joined}");
-    assert!(joined.contains("cat.toml:10: symptom `Bad_Id`: field `checks`"), "{joined}");
-    assert!(joined.contains("cat.toml:12: symptom `Bad_Id`: field `reply`: unknown placeholder `{nope}`"), "{joined}");
-    assert!(joined.contains("cat.toml:17: symptom `second`: field `keywords`: `@missing` names no term set"), "{joined}");
-    assert!(joined.contains("cat.toml:18: symptom `second`: field `together[0]`: `all` has 1 group(s)"), "{joined}");
+    assert!(
+        joined.contains("cat.toml:6: symptom `Bad_Id`: field `id`: `Bad_Id` is not kebab-case"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("cat.toml:8: symptom `Bad_Id`: field `keywords`: `  `: phrase is empty"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("`a*b`: `*` may only end a phrase"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("cat.toml:9: symptom `Bad_Id`: field `patterns`: `(unclosed`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("cat.toml:10: symptom `Bad_Id`: field `checks`"),
+        "{joined}"
+    );
+    assert!(
+        joined
+            .contains("cat.toml:12: symptom `Bad_Id`: field `reply`: unknown placeholder `{nope}`"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(
+            "cat.toml:17: symptom `second`: field `keywords`: `@missing` names no term set"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("cat.toml:18: symptom `second`: field `together[0]`: `all` has 1 group(s)"),
+        "{joined}"
+    );
     assert!(p.len() >= 8, "{joined}");
 }
 
@@ -97,7 +124,10 @@ fn unknown_field_is_named_with_its_line() {
     let text = "[catalogue]\nname = \"d\"\nversion = \"1\"\n\n[[symptom]]\nid = \"a\"\ntitle = \"t\"\nkeywrods = [\"x\"]\nchecks = [\"c\"]\nfix = \"f\"\n";
     let p = problems(text);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("cat.toml:8: symptom `a`: unknown field `keywrods`"), "{p:?}");
+    assert!(
+        p[0].starts_with("cat.toml:8: symptom `a`: unknown field `keywrods`"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -116,7 +146,12 @@ fn duplicate_ids_across_files() {
     ]);
     let p = r.unwrap_err().problems();
     assert_eq!(p.len(), 1);
-    assert!(p[0].starts_with("b.toml:9: symptom `pin-locked`: field `id`: duplicate id, first defined at a.toml:9"), "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "b.toml:9: symptom `pin-locked`: field `id`: duplicate id, first defined at a.toml:9"
+        ),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -140,7 +175,10 @@ fn symptom_without_evidence_is_refused() {
 #[test]
 fn load_dir_reports_missing_and_empty_dirs() {
     let d = tempfile::tempdir().unwrap();
-    assert!(matches!(Catalog::load_dir(d.path()), Err(CatalogError::Empty(_))));
+    assert!(matches!(
+        Catalog::load_dir(d.path()),
+        Err(CatalogError::Empty(_))
+    ));
     assert!(matches!(
         Catalog::load_dir(&d.path().join("nope")),
         Err(CatalogError::Io { .. })

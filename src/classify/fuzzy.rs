@@ -67,7 +67,8 @@ impl Lexicon {
         let mut lex = Lexicon::default();
         let mut by_bucket: Vec<(usize, Entry)> = Vec::new();
         for w in words {
-            if w.len() < MIN_LEN || w.len() > MAX_LEN || !w.bytes().all(|c| c.is_ascii_lowercase()) {
+            if w.len() < MIN_LEN || w.len() > MAX_LEN || !w.bytes().all(|c| c.is_ascii_lowercase())
+            {
                 continue;
             }
             if lex.words.insert(w.as_bytes().into()) {
@@ -122,40 +123,40 @@ impl Lexicon {
         for len in lo..=hi {
             let b = bucket(word[0], word[1], len);
             for e in &self.entries[self.offsets[b] as usize..self.offsets[b + 1] as usize] {
-            let el = e.word.len();
-            let bound = if el.max(word.len()) >= TWO_EDIT_LEN {
-                2
-            } else {
-                1
-            };
-            if el.abs_diff(word.len()) > bound || (e.mask ^ m).count_ones() > 2 * bound as u32 {
-                continue;
-            }
-            // One word continuing the other is another form of it (method / methode,
-            // option / options), not a typo.
-            if eb_prefix_of(e.word.as_bytes(), word) {
-                continue;
-            }
-            // k edits leave at least max_len - 2k bytes in a common prefix plus suffix.
-            let eb = e.word.as_bytes();
-            let pre = eb.iter().zip(word).take_while(|(a, b)| a == b).count();
-            let suf = eb[pre..]
-                .iter()
-                .rev()
-                .zip(word[pre.min(word.len())..].iter().rev())
-                .take_while(|(a, b)| a == b)
-                .count();
-            if pre + suf + 2 * bound < el.max(word.len()) {
-                continue;
-            }
-            if el == word.len() && e.word.as_bytes() == word {
-                return None;
-            }
-            if let Some(d) = distance(word, e.word.as_bytes(), bound) {
-                if best.is_none_or(|(_, bd)| d < bd) {
-                    best = Some((e, d));
+                let el = e.word.len();
+                let bound = if el.max(word.len()) >= TWO_EDIT_LEN {
+                    2
+                } else {
+                    1
+                };
+                if el.abs_diff(word.len()) > bound || (e.mask ^ m).count_ones() > 2 * bound as u32 {
+                    continue;
                 }
-            }
+                // One word continuing the other is another form of it (method / methode,
+                // option / options), not a typo.
+                if eb_prefix_of(e.word.as_bytes(), word) {
+                    continue;
+                }
+                // k edits leave at least max_len - 2k bytes in a common prefix plus suffix.
+                let eb = e.word.as_bytes();
+                let pre = eb.iter().zip(word).take_while(|(a, b)| a == b).count();
+                let suf = eb[pre..]
+                    .iter()
+                    .rev()
+                    .zip(word[pre.min(word.len())..].iter().rev())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                if pre + suf + 2 * bound < el.max(word.len()) {
+                    continue;
+                }
+                if el == word.len() && e.word.as_bytes() == word {
+                    return None;
+                }
+                if let Some(d) = distance(word, e.word.as_bytes(), bound) {
+                    if best.is_none_or(|(_, bd)| d < bd) {
+                        best = Some((e, d));
+                    }
+                }
             }
         }
         let (entry, _) = best?;

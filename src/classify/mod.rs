@@ -108,12 +108,26 @@ impl Classification {
 #[derive(Debug, Clone, Copy)]
 enum Use {
     Ignore,
-    Requires { s: u32 },
-    Keyword { s: u32 },
-    Hint { s: u32 },
-    Group { s: u32, rule: u32, group: u32 },
-    Exclude { s: u32 },
-    Unless { s: u32 },
+    Requires {
+        s: u32,
+    },
+    Keyword {
+        s: u32,
+    },
+    Hint {
+        s: u32,
+    },
+    Group {
+        s: u32,
+        rule: u32,
+        group: u32,
+    },
+    Exclude {
+        s: u32,
+    },
+    Unless {
+        s: u32,
+    },
     /// A catalogue-wide "this part works now" phrase: excludes like `Exclude`, for every symptom.
     Resolved,
 }
@@ -283,7 +297,16 @@ impl Classifier {
                 .chain(&s.hints)
                 .chain(&s.exclude)
                 .chain(&s.unless)
-                .chain(c.resolved.iter().map(|p| Term { phrase: p.clone(), origin: String::new() }).collect::<Vec<_>>().iter())
+                .chain(
+                    c.resolved
+                        .iter()
+                        .map(|p| Term {
+                            phrase: p.clone(),
+                            origin: String::new(),
+                        })
+                        .collect::<Vec<_>>()
+                        .iter(),
+                )
                 .chain(s.together.iter().flat_map(|t| t.groups.iter().flatten()))
             {
                 push(&t.phrase);
@@ -293,6 +316,12 @@ impl Classifier {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The normalised form of one field, as the automaton sees it (for `--explain`-style
+    /// tooling and benchmarks). `typos: false` skips typo correction.
+    pub fn normalize(&self, text: &str, typos: bool) -> Normalized {
+        normalize::normalize_auto(text, typos.then_some(&self.inner.lexicon))
     }
 
     /// Number of words in the typo lexicon.
@@ -314,7 +343,11 @@ impl Classifier {
         // A reply's subject names the thread's first problem, which may be solved by now.
         let reply_subject = is_reply_subject(ticket.subject);
         let texts = [ticket.subject, ticket.body];
-        let Scratch { norms, ignored, hits } = scratch;
+        let Scratch {
+            norms,
+            ignored,
+            hits,
+        } = scratch;
         hits.clear();
         for fi in 0..2 {
             let text = texts[fi];
@@ -352,7 +385,8 @@ impl Classifier {
                     }
                     end = e + plural;
                 }
-                let quoted = (fi == 0 && reply_subject) || (!ign.is_empty() && zones::contains(ign, s as u32));
+                let quoted = (fi == 0 && reply_subject)
+                    || (!ign.is_empty() && zones::contains(ign, s as u32));
                 hits.push(Hit {
                     field: fi as u8,
                     start: s as u32,
@@ -366,8 +400,18 @@ impl Classifier {
             return Classification::default();
         }
         let fields = [
-            Field { name: "subject", source: texts[0], norm: &norms[0], ignored: &ignored[0] },
-            Field { name: "body", source: texts[1], norm: &norms[1], ignored: &ignored[1] },
+            Field {
+                name: "subject",
+                source: texts[0],
+                norm: &norms[0],
+                ignored: &ignored[0],
+            },
+            Field {
+                name: "body",
+                source: texts[1],
+                norm: &norms[1],
+                ignored: &ignored[1],
+            },
         ];
         self.score(&fields, hits)
     }
@@ -379,10 +423,17 @@ impl Classifier {
         // Ignore phrases hide the hits inside them.
         let has_ignore = hits.iter().any(|h| inner.pats[h.pat as usize].ignore);
         if has_ignore {
-            let ignores: Vec<Hit> = hits.iter().copied().filter(|h| inner.pats[h.pat as usize].ignore).collect();
+            let ignores: Vec<Hit> = hits
+                .iter()
+                .copied()
+                .filter(|h| inner.pats[h.pat as usize].ignore)
+                .collect();
             hits.retain(|h| {
                 !ignores.iter().any(|g| {
-                    g.field == h.field && g.start <= h.start && h.end <= g.end && (g.start, g.end) != (h.start, h.end)
+                    g.field == h.field
+                        && g.start <= h.start
+                        && h.end <= g.end
+                        && (g.start, g.end) != (h.start, h.end)
                 })
             });
         }
@@ -409,7 +460,12 @@ impl Classifier {
                     | Use::Group { s, .. }
                     | Use::Exclude { s } => s,
                 };
-                uses.push(Own { sym: s, hit: *h, use_: *u, origin: o });
+                uses.push(Own {
+                    sym: s,
+                    hit: *h,
+                    use_: *u,
+                    origin: o,
+                });
             }
         }
         uses.sort_by_key(|o| o.sym);
@@ -458,9 +514,12 @@ impl Classifier {
         let inner = &*self.inner;
         let sym = &inner.catalog.symptoms[si];
         // Nothing but context and exclusions: nothing to score.
-        let evidence_hits = own
-            .iter()
-            .any(|o| matches!(o.use_, Use::Keyword { .. } | Use::Hint { .. } | Use::Group { .. }));
+        let evidence_hits = own.iter().any(|o| {
+            matches!(
+                o.use_,
+                Use::Keyword { .. } | Use::Hint { .. } | Use::Group { .. }
+            )
+        });
         if !evidence_hits && sym.patterns.is_empty() {
             return None;
         }
@@ -489,8 +548,10 @@ impl Classifier {
         // excludes nothing.
         let inside_own = |x: &Hit| {
             own.iter().any(|o| {
-                !matches!(o.use_, Use::Exclude { .. } | Use::Requires { .. } | Use::Unless { .. })
-                    && o.hit.field == x.field
+                !matches!(
+                    o.use_,
+                    Use::Exclude { .. } | Use::Requires { .. } | Use::Unless { .. }
+                ) && o.hit.field == x.field
                     && o.hit.start <= x.start
                     && x.end <= o.hit.end
             })
@@ -509,7 +570,10 @@ impl Classifier {
             .collect();
         let counts = |h: &Hit, cues: &mut CueCache| -> bool {
             let start = h.start as usize;
-            if excluded.iter().any(|&(f, a, b)| f == h.field && a <= start && start < b.max(a + 1)) {
+            if excluded
+                .iter()
+                .any(|&(f, a, b)| f == h.field && a <= start && start < b.max(a + 1))
+            {
                 return false;
             }
             h.end == h.start || !negated(own, fields, h, &inner.negation, cues)
@@ -558,7 +622,10 @@ impl Classifier {
                 };
                 let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
                 let mut chosen: Vec<(&Hit, &str)> = vec![(a, valid[0].2)];
-                chosen[0].1 = valid.iter().find(|v| std::ptr::eq(v.0, *a)).map_or("", |v| v.2);
+                chosen[0].1 = valid
+                    .iter()
+                    .find(|v| std::ptr::eq(v.0, *a))
+                    .map_or("", |v| v.2);
                 for g in 1..groups {
                     let pick = valid.iter().find(|(h, vg, _)| {
                         *vg == g
@@ -679,7 +746,8 @@ impl CueCache {
             Some(i) => i,
             None => {
                 let text = &fields[hit.field as usize].norm.text;
-                self.seen.push((key, negation.cues_before(text, hit.start as usize)));
+                self.seen
+                    .push((key, negation.cues_before(text, hit.start as usize)));
                 self.seen.len() - 1
             }
         };
@@ -689,12 +757,20 @@ impl CueCache {
 
 /// Whether `hit` is negated: a cue stands before it that is not part of the symptom's own
 /// evidence ("no passkey option" is evidence, not a negation of "passkey option").
-fn negated(own: &[Own], fields: &[Field; 2], hit: &Hit, negation: &Negation, cues: &mut CueCache) -> bool {
+fn negated(
+    own: &[Own],
+    fields: &[Field; 2],
+    hit: &Hit,
+    negation: &Negation,
+    cues: &mut CueCache,
+) -> bool {
     let found = cues.get(fields, hit, negation);
     found.iter().any(|&c| {
         !own.iter().any(|o| {
-            !matches!(o.use_, Use::Exclude { .. } | Use::Unless { .. } | Use::Requires { .. })
-                && o.hit.field == hit.field
+            !matches!(
+                o.use_,
+                Use::Exclude { .. } | Use::Unless { .. } | Use::Requires { .. }
+            ) && o.hit.field == hit.field
                 && (o.hit.start as usize) <= c
                 && c < o.hit.end as usize
         })
@@ -745,7 +821,12 @@ impl Field<'_> {
 
 /// Whether a subject line marks a reply: `Re:`, `AW:`, `RE :`, `RV:` is a forward elsewhere.
 pub fn is_reply_subject(subject: &str) -> bool {
-    let lower: String = subject.trim_start().chars().take(4).collect::<String>().to_ascii_lowercase();
+    let lower: String = subject
+        .trim_start()
+        .chars()
+        .take(4)
+        .collect::<String>()
+        .to_ascii_lowercase();
     lower.starts_with("re:") || lower.starts_with("aw:") || lower.starts_with("re :")
 }
 

@@ -16,20 +16,66 @@ pub const WINDOW: usize = 2;
 /// Built-in negation cues (normalised spelling).
 pub const CUES: &[&str] = &[
     // English
-    "not", "no", "never", "without", "nor", "neither", "can't", "don't", "doesn't", "didn't",
-    "isn't", "won't", "wasn't", "aren't", "weren't", "couldn't", "wouldn't", "haven't", "hasn't",
-    "shouldn't", "ain't", "nothing", // German
-    "nicht", "kein", "keine", "keinen", "keiner", "nie", "niemals", "ohne", // French
-    "pas", "jamais", "aucun", "aucune", "sans", "ni", // Spanish ("no" above)
-    "nunca", "ningun", "ninguna", "ninguno", "sin", "tampoco",
+    "not",
+    "no",
+    "never",
+    "without",
+    "nor",
+    "neither",
+    "can't",
+    "don't",
+    "doesn't",
+    "didn't",
+    "isn't",
+    "won't",
+    "wasn't",
+    "aren't",
+    "weren't",
+    "couldn't",
+    "wouldn't",
+    "haven't",
+    "hasn't",
+    "shouldn't",
+    "ain't",
+    "nothing", // German
+    "nicht",
+    "kein",
+    "keine",
+    "keinen",
+    "keiner",
+    "nie",
+    "niemals",
+    "ohne", // French
+    "pas",
+    "jamais",
+    "aucun",
+    "aucune",
+    "sans",
+    "ni", // Spanish ("no" above)
+    "nunca",
+    "ningun",
+    "ninguna",
+    "ninguno",
+    "sin",
+    "tampoco",
 ];
 
 /// Words that close a clause, and articles (which do not count toward the window), are listed
 /// in `Negation::kind`.
 /// Words that, right after a cue, make it no negation at all.
 const PSEUDO_AFTER: &[&str] = &[
-    "only", "sure", "just", "idea", "matter", "clue", "doubt", "problem", "nur", "seulement",
-    "solo", "solamente",
+    "only",
+    "sure",
+    "just",
+    "idea",
+    "matter",
+    "clue",
+    "doubt",
+    "problem",
+    "nur",
+    "seulement",
+    "solo",
+    "solamente",
 ];
 
 enum Kind {
@@ -69,7 +115,9 @@ impl Negation {
     }
 
     fn is_cue(&self, w: &str) -> bool {
-        w.as_bytes().first().is_some_and(|&b| self.first[b as usize])
+        w.as_bytes()
+            .first()
+            .is_some_and(|&b| self.first[b as usize])
             && self.cues.binary_search_by(|c| (**c).cmp(w)).is_ok()
     }
 
@@ -121,7 +169,9 @@ impl Negation {
             }
             words += 1;
             let contracted = w.ends_with("n't");
-            if (self.is_cue(w) || contracted) && !next_word.is_some_and(|n| PSEUDO_AFTER.contains(&n)) {
+            if (self.is_cue(w) || contracted)
+                && !next_word.is_some_and(|n| PSEUDO_AFTER.contains(&n))
+            {
                 found.push(pos);
             }
             next_word = Some(w);
@@ -145,7 +195,10 @@ mod tests {
 
     #[test]
     fn direct_negation() {
-        assert!(negated("the pin is not locked, i can still type it", "locked"));
+        assert!(negated(
+            "the pin is not locked, i can still type it",
+            "locked"
+        ));
         assert!(negated("pin isn't locked", "locked"));
         assert!(negated("the pin is never blocked", "blocked"));
         assert!(negated("die pin ist nicht gesperrt", "gesperrt"));

@@ -122,7 +122,11 @@ pub fn looks_like_html(s: &str) -> bool {
             _ => {}
         }
     }
-    memchr::memmem::find(b, b"&nbsp;").is_some() || memchr::memmem::find(b, b"&amp;").is_some()
+    static NBSP: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("&nbsp;"));
+    static AMP: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("&amp;"));
+    memchr::memchr(b'&', b).is_some() && (NBSP.find(b).is_some() || AMP.find(b).is_some())
 }
 
 /// Byte classes for the ASCII fast path.
@@ -534,8 +538,7 @@ impl<'a> Builder<'a> {
     /// Cut the output back to `len`, dropping map segments past it.
     fn truncate_to(&mut self, len: usize) {
         self.out.text.truncate(len);
-        while self.out.segments.len() > 1
-            && self.out.segments.last().unwrap().norm as usize >= len
+        while self.out.segments.len() > 1 && self.out.segments.last().unwrap().norm as usize >= len
         {
             self.out.segments.pop();
         }
@@ -555,7 +558,12 @@ pub fn normalize(source: &str, lexicon: Option<&Lexicon>) -> Normalized {
 
 /// Normalise a field, choosing HTML mode when the text looks like HTML.
 pub fn normalize_auto(source: &str, lexicon: Option<&Lexicon>) -> Normalized {
-    run(source, looks_like_html(source), lexicon, Normalized::default())
+    run(
+        source,
+        looks_like_html(source),
+        lexicon,
+        Normalized::default(),
+    )
 }
 
 /// As [`normalize_auto`], reusing the buffers of `into` (which is overwritten).
@@ -589,7 +597,10 @@ fn run(source: &str, html: bool, lexicon: Option<&Lexicon>, buf: Normalized) -> 
                 Class::Word => {
                     // Fast path: a run of ASCII letters and digits in one go.
                     let mut j = i + 1;
-                    while j < bytes.len() && bytes[j] < 0x80 && CLASS[bytes[j] as usize] == Class::Word {
+                    while j < bytes.len()
+                        && bytes[j] < 0x80
+                        && CLASS[bytes[j] as usize] == Class::Word
+                    {
                         j += 1;
                     }
                     b.word_run(&source[i..j], src);
@@ -646,8 +657,8 @@ fn push_char(b: &mut Builder, ch: char, src: u32, src_len: u32) {
     }
     match fold(ch) {
         Fold::Ascii(s) => {
-            let word = s.as_bytes()[0].is_ascii_alphanumeric()
-                || (s == "'" && b.word_start.is_some());
+            let word =
+                s.as_bytes()[0].is_ascii_alphanumeric() || (s == "'" && b.word_start.is_some());
             b.push_unit(s, src, src_len, word);
         }
         Fold::Break => b.space(src, false),
@@ -773,7 +784,10 @@ mod tests {
     #[test]
     fn folds_accents_and_typography() {
         assert_eq!(norm("Clé de sécurité"), "cle de securite");
-        assert_eq!(norm("Sicherheitsschlüssel gesperrt"), "sicherheitsschlussel gesperrt");
+        assert_eq!(
+            norm("Sicherheitsschlüssel gesperrt"),
+            "sicherheitsschlussel gesperrt"
+        );
         assert_eq!(norm("Straße"), "strasse");
         assert_eq!(norm("it doesn’t work"), "it doesn't work");
         assert_eq!(norm("“Use a passkey”"), "use a passkey");

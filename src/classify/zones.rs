@@ -181,7 +181,11 @@ fn line_text(n: &Normalized, i: usize) -> &str {
 /// `forwarded` says the ticket is a forward (its subject starts `Fw:`, `Fwd:`, `WG:`, `TR:`, `RV:`):
 /// then an `-----Original Message-----` or `From:/Sent:` block is the forwarded message, whose
 /// headers are ignored but whose content counts.
-pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>, forwarded: bool) -> Vec<Range> {
+pub fn ignored_ranges(
+    n: &Normalized,
+    signature_line: Option<usize>,
+    forwarded: bool,
+) -> Vec<Range> {
     let count = n.lines.len();
     if n.text.is_empty() {
         return Vec::new();
@@ -208,7 +212,11 @@ pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>, forwarded: 
             break;
         }
         let line = line_text(n, i);
-        let next = if i + 1 < count { line_text(n, i + 1) } else { "" };
+        let next = if i + 1 < count {
+            line_text(n, i + 1)
+        } else {
+            ""
+        };
         while quoted.peek().is_some_and(|&&q| (q as usize) < i) {
             quoted.next();
         }
@@ -254,11 +262,14 @@ pub fn ignored_ranges(n: &Normalized, signature_line: Option<usize>, forwarded: 
             // a forwarded message, whose content counts again.
             let next_forward = (i + 1..count).find(|&k| {
                 let l = line_text(n, k);
-                is_forward_marker(l) || (forwarded && is_original_message(l))
+                is_forward_marker(l)
+                    || (forwarded && is_original_message(l))
                     || (forwarded && header_key(l) == Some("from"))
             });
             let stop = next_forward.unwrap_or(count);
-            let remaining = (i + 1..stop).take_while(|&k| n.lines[k] < fresh_end).count();
+            let remaining = (i + 1..stop)
+                .take_while(|&k| n.lines[k] < fresh_end)
+                .count();
             if remaining <= 12 {
                 match next_forward {
                     Some(k) => {
@@ -289,14 +300,16 @@ pub fn contains(ranges: &[Range], pos: u32) -> bool {
 
 /// The line index that holds the first content after a `-- ` signature delimiter, if any.
 pub fn signature_line(source: &str, n: &Normalized) -> Option<usize> {
+    static DELIM: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\n--"));
     let b = source.as_bytes();
-    let mut at = None;
-    for pat in [&b"\n-- \n"[..], b"\n--\n", b"\n-- \r\n", b"\n--\r\n"] {
-        if let Some(p) = memchr::memmem::find(b, pat) {
-            at = Some(at.map_or(p, |a: usize| a.min(p)));
-        }
-    }
-    let at = at?;
+    // `\n--` followed by an optional space, an optional `\r`, and the end of the line.
+    let at = DELIM.find_iter(b).find(|&p| {
+        let rest = &b[p + 3..];
+        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+        let rest = rest.strip_prefix(b"\r").unwrap_or(rest);
+        rest.first() == Some(&b'\n')
+    })?;
     // The first recorded line whose source start lies after the delimiter.
     n.lines.iter().position(|&l| {
         let (s, _) = n.source_span(l as usize, l as usize + 1);
@@ -358,10 +371,7 @@ mod tests {
 
     #[test]
     fn original_message_separator() {
-        assert_eq!(
-            kept("top\n-----Original Message-----\nFrom: a\nold"),
-            "top"
-        );
+        assert_eq!(kept("top\n-----Original Message-----\nFrom: a\nold"), "top");
     }
 
     #[test]
@@ -389,7 +399,10 @@ mod tests {
     #[test]
     fn forwarded_after_a_sign_off_counts() {
         let t = "Can you help her?\n\nThanks,\nColin\nTeam Lead\n\n---------- Forwarded message ---------\nFrom: Ines <i@x.com>\nDate: Wed\nSubject: passkey\n\nThe passkey setup shows an error.";
-        assert_eq!(kept(t), "can you help her?\nthe passkey setup shows an error.");
+        assert_eq!(
+            kept(t),
+            "can you help her?\nthe passkey setup shows an error."
+        );
     }
 
     #[test]
@@ -403,7 +416,10 @@ mod tests {
                 .map(|(_, c)| c)
                 .collect::<String>()
         };
-        assert_eq!(kept_text(ignored_ranges(&n, None, false)), "please look at this.\n");
+        assert_eq!(
+            kept_text(ignored_ranges(&n, None, false)),
+            "please look at this.\n"
+        );
         assert_eq!(
             kept_text(ignored_ranges(&n, None, true)),
             "please look at this.\nthe new sign in fails."
