@@ -34,8 +34,19 @@ fn evidence_line(e: &[Evidence]) -> String {
         if ev.rule.starts_with("context:") {
             continue;
         }
+        // A match inside a longer one says nothing more ("PIN" inside "PIN blocked").
+        let inside = e.iter().any(|o| {
+            o.field == ev.field
+                && o.start <= ev.start
+                && ev.end <= o.end
+                && (o.end - o.start) > (ev.end - ev.start)
+                && !o.rule.starts_with("context:")
+        });
+        if inside {
+            continue;
+        }
         let q = quote(&ev.text);
-        if !parts.contains(&q) {
+        if !parts.iter().any(|p| p.to_lowercase() == q.to_lowercase()) {
             parts.push(q);
         }
     }
@@ -92,6 +103,28 @@ pub fn render(cat: &Catalog, findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(field: &'static str, start: usize, end: usize, text: &str, rule: &str) -> Evidence {
+        Evidence {
+            field,
+            start,
+            end,
+            text: text.into(),
+            rule: rule.into(),
+        }
+    }
+
+    #[test]
+    fn evidence_line_drops_contained_and_repeated_matches() {
+        let e = vec![
+            ev("subject", 0, 7, "YubiKey", "together:1:0:@seckey"),
+            ev("subject", 8, 11, "PIN", "together:0:0:@pin"),
+            ev("subject", 8, 19, "PIN blocked", "keyword:pin blocked"),
+            ev("body", 3, 14, "pin blocked", "keyword:pin blocked"),
+            ev("body", 20, 27, "passkey", "context:@passkey"),
+        ];
+        assert_eq!(evidence_line(&e), "\u{201c}YubiKey\u{201d}, \u{201c}PIN blocked\u{201d}");
+    }
 
     #[test]
     fn quote_is_one_bounded_line() {
