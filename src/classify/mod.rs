@@ -603,6 +603,14 @@ impl Classifier {
         for (ri, t) in sym.together.iter().enumerate() {
             let ri = ri as u32;
             let groups = t.groups.len() as u32;
+            // Cheap test first: every group has some hit at all.
+            let present = (0..groups).all(|g| {
+                own.iter()
+                    .any(|o| matches!(o.use_, Use::Group { rule, group, .. } if rule == ri && group == g))
+            });
+            if !present {
+                continue;
+            }
             let valid: Vec<(&Hit, u32, &str)> = own
                 .iter()
                 .filter_map(|o| match o.use_ {
