@@ -586,6 +586,7 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
     let c = classifier(&a.catalogue)?;
     let runtime = if quiet {

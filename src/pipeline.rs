@@ -377,7 +377,10 @@ impl Handler {
 
     async fn process(&self, record: &Record) -> Outcome {
         // decode: bytes -> ticket; what does not decode goes to the dead letters.
-        let ticket = match self.shape.decode(&record.payload) {
+        let ticket = match self
+            .shape
+            .decode(record.payload.as_deref().unwrap_or_default())
+        {
             Ok(t) => t,
             Err(e) => return self.dead_letter(record, e.class(), &e.to_string()).await,
         };
@@ -428,7 +431,7 @@ impl Handler {
         let letter = DeadLetter {
             source: &record.source,
             key: record.key.as_deref(),
-            payload: &record.payload,
+            payload: record.payload.as_deref(),
             class,
             message,
         };

@@ -38,8 +38,8 @@ pub struct DeadLetter<'a> {
     pub source: &'a SourceRef,
     /// Its key, unchanged.
     pub key: Option<&'a [u8]>,
-    /// Its bytes, unchanged.
-    pub payload: &'a [u8],
+    /// Its bytes, unchanged (`None`: the message had a null value).
+    pub payload: Option<&'a [u8]>,
     /// Stable error class (see [`headers::ERROR_CLASS`]).
     pub class: &'a str,
     /// What is wrong.
@@ -74,12 +74,12 @@ impl DeadLetterTopic {
     async fn produce(
         &self,
         l: &DeadLetter<'_>,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         truncated: bool,
     ) -> Result<(), SinkError> {
         let partition = l.source.partition.to_string();
         let offset = l.source.offset.to_string();
-        let size = l.payload.len().to_string();
+        let size = l.payload.map_or(0, <[u8]>::len).to_string();
         let mut h = OwnedHeaders::new_with_capacity(7)
             .insert(Header {
                 key: headers::SOURCE_TOPIC,
@@ -112,7 +112,10 @@ impl DeadLetterTopic {
                     value: Some(size.as_str()),
                 });
         }
-        let mut record = FutureRecord::to(&self.topic).payload(payload).headers(h);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(h);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
         if let Some(k) = l.key {
             record = record.key(k);
         }
@@ -134,8 +137,11 @@ impl DeadLetterSink for DeadLetterTopic {
     async fn send(&self, l: DeadLetter<'_>) -> Result<(), SinkError> {
         match self.produce(&l, l.payload, false).await {
             // Too large for the topic: keep a prefix rather than block the partition forever.
-            Err(SinkError::Permanent { .. }) if l.payload.len() > TRUNCATED_BYTES => {
-                self.produce(&l, &l.payload[..TRUNCATED_BYTES], true).await
+            Err(SinkError::Permanent { .. })
+                if l.payload.is_some_and(|p| p.len() > TRUNCATED_BYTES) =>
+            {
+                let prefix = l.payload.map(|p| &p[..TRUNCATED_BYTES]);
+                self.produce(&l, prefix, true).await
             }
             Err(SinkError::Permanent { message }) => Err(SinkError::retry(message)),
             other => other,

@@ -109,7 +109,7 @@ impl Source for JsonlSource {
                         offset: line,
                     },
                     key: None,
-                    payload,
+                    payload: Some(payload),
                     ack: Ack::new(self.pending.clone(), token),
                 }))
             }

@@ -524,7 +524,7 @@ impl Source for KafkaSource {
                     offset: m.offset(),
                 },
                 key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                payload: m.payload().map(<[u8]>::to_vec),
                 ack: Ack::new(self.acks.clone(), token),
             }));
         }

@@ -18,8 +18,8 @@ pub struct Record {
     pub source: SourceRef,
     /// The message key, unchanged (kept for dead letters).
     pub key: Option<Vec<u8>>,
-    /// The message value, unchanged (empty for a null value).
-    pub payload: Vec<u8>,
+    /// The message value, unchanged (`None` for a null value).
+    pub payload: Option<Vec<u8>>,
     /// Say when the record is fully handled.
     pub ack: Ack,
 }
