@@ -155,6 +155,8 @@ struct Inner {
     overrides: Vec<Vec<usize>>,
     /// Some symptom has regexes and no context: every ticket must be scored.
     always_run: bool,
+    /// The automaton's phrases, in pattern order.
+    texts: Vec<String>,
 }
 
 /// A compiled catalogue, ready to classify. Cheap to clone and share across threads.
@@ -273,6 +275,7 @@ impl Classifier {
                 negation,
                 overrides,
                 always_run,
+                texts,
             }),
         })
     }
@@ -282,40 +285,10 @@ impl Classifier {
         &self.inner.catalog
     }
 
-    /// Every phrase in the automaton (for benchmarks that compare against a raw scan).
-    pub fn phrases(&self) -> Vec<String> {
-        let mut v: Vec<(usize, String)> = Vec::new();
-        // Reconstruct in pattern order from the automaton is not exposed; rebuild from catalogue.
-        let c = &self.inner.catalog;
-        let mut push = |p: &Phrase| v.push((v.len(), p.text.clone()));
-        c.ignore.iter().for_each(&mut push);
-        for s in &c.symptoms {
-            for t in s
-                .requires
-                .iter()
-                .chain(&s.keywords)
-                .chain(&s.hints)
-                .chain(&s.exclude)
-                .chain(&s.unless)
-                .chain(
-                    c.resolved
-                        .iter()
-                        .map(|p| Term {
-                            phrase: p.clone(),
-                            origin: String::new(),
-                        })
-                        .collect::<Vec<_>>()
-                        .iter(),
-                )
-                .chain(s.together.iter().flat_map(|t| t.groups.iter().flatten()))
-            {
-                push(&t.phrase);
-            }
-        }
-        let mut out: Vec<String> = v.into_iter().map(|(_, s)| s).collect();
-        out.sort();
-        out.dedup();
-        out
+    /// Every phrase in the automaton, in pattern order (for benchmarks that compare against a
+    /// raw scan of the same phrases).
+    pub fn phrases(&self) -> &[String] {
+        &self.inner.texts
     }
 
     /// The normalised form of one field, as the automaton sees it (for `--explain`-style
