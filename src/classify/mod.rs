@@ -608,12 +608,15 @@ impl Classifier {
                     .find(|v| std::ptr::eq(v.0, *a))
                     .map_or("", |v| v.2);
                 for g in 1..groups {
+                    // Each group needs its own words: "iCloud Keychain" cannot be both the
+                    // sync term and the account term.
                     let pick = valid.iter().find(|(h, vg, _)| {
                         *vg == g
                             && h.field == a.field
                             && (h.start as usize) >= ss
                             && (h.end as usize) <= se.max(ss)
                             && span(a, h) <= max_span
+                            && !chosen.iter().any(|(c, _)| c.start < h.end && h.start < c.end)
                     });
                     match pick {
                         Some((h, _, o)) => chosen.push((h, o)),
