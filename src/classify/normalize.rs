@@ -408,66 +408,10 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Push one output byte made from `src_len` source bytes at `src`.
+    /// The next output bytes copy source bytes one for one from `src` on: start a new map
+    /// segment only if the offset between the two changed.
     #[inline]
-    fn push_mapped(&mut self, byte: u8, src: u32, src_len: u32) {
-        let norm = self.out.text.len();
-        if src_len == 1 {
-            let d = norm as i64 - src as i64;
-            if !self.identity || d != self.delta {
-                self.out.segments.push(Segment {
-                    norm: norm as u32,
-                    src,
-                    unit_len: 0,
-                });
-                self.identity = true;
-                self.delta = d;
-            }
-        } else {
-            self.out.segments.push(Segment {
-                norm: norm as u32,
-                src,
-                unit_len: src_len,
-            });
-            self.identity = false;
-        }
-        // SAFETY-free: pushing ASCII keeps the String valid.
-        self.out.text.push(byte as char);
-    }
-
-    /// Push a string made from one source unit of `src_len` bytes at `src`.
-    fn push_unit(&mut self, s: &str, src: u32, src_len: u32, word: bool) {
-        self.flush_ws();
-        if word {
-            if self.word_start.is_none() {
-                self.word_start = Some((self.out.text.len(), src));
-                self.word_plain = true;
-            }
-        } else {
-            self.end_word();
-        }
-        let norm = self.out.text.len() as u32;
-        if s.len() as u32 == src_len && s.is_ascii() && src_len == 1 {
-            self.push_mapped(s.as_bytes()[0], src, 1);
-            return;
-        }
-        self.out.segments.push(Segment {
-            norm,
-            src,
-            unit_len: src_len,
-        });
-        self.identity = false;
-        self.out.text.push_str(s);
-    }
-
-    /// A run of ASCII letters and digits, lower-cased on the way.
-    #[inline]
-    fn word_run(&mut self, run: &str, src: u32) {
-        self.flush_ws();
-        if self.word_start.is_none() {
-            self.word_start = Some((self.out.text.len(), src));
-            self.word_plain = true;
-        }
+    fn map_identity(&mut self, src: u32) {
         let norm = self.out.text.len();
         let d = norm as i64 - src as i64;
         if !self.identity || d != self.delta {
@@ -479,9 +423,66 @@ impl<'a> Builder<'a> {
             self.identity = true;
             self.delta = d;
         }
+    }
+
+    /// The next output bytes all come from one source unit of `src_len` bytes at `src`.
+    #[inline]
+    fn map_unit(&mut self, src: u32, src_len: u32) {
+        self.out.segments.push(Segment {
+            norm: self.out.text.len() as u32,
+            src,
+            unit_len: src_len,
+        });
+        self.identity = false;
+    }
+
+    /// A word starts at `src` unless one is already under way.
+    #[inline]
+    fn start_word(&mut self, src: u32) {
+        if self.word_start.is_none() {
+            self.word_start = Some((self.out.text.len(), src));
+            self.word_plain = true;
+        }
+    }
+
+    /// Push one output byte made from `src_len` source bytes at `src`.
+    #[inline]
+    fn push_mapped(&mut self, byte: u8, src: u32, src_len: u32) {
+        if src_len == 1 {
+            self.map_identity(src);
+        } else {
+            self.map_unit(src, src_len);
+        }
+        // Pushing ASCII keeps the String valid.
+        self.out.text.push(byte as char);
+    }
+
+    /// Push a string made from one source unit of `src_len` bytes at `src`.
+    fn push_unit(&mut self, s: &str, src: u32, src_len: u32, word: bool) {
+        self.flush_ws();
+        if word {
+            self.start_word(src);
+        } else {
+            self.end_word();
+        }
+        if s.len() as u32 == src_len && s.is_ascii() && src_len == 1 {
+            self.push_mapped(s.as_bytes()[0], src, 1);
+            return;
+        }
+        self.map_unit(src, src_len);
+        self.out.text.push_str(s);
+    }
+
+    /// A run of ASCII letters and digits, lower-cased on the way.
+    #[inline]
+    fn word_run(&mut self, run: &str, src: u32) {
+        self.flush_ws();
+        self.start_word(src);
+        self.map_identity(src);
         if self.word_plain && !run.bytes().all(|c| c.is_ascii_alphabetic()) {
             self.word_plain = false;
         }
+        let norm = self.out.text.len();
         self.out.text.push_str(run);
         self.out.text[norm..].make_ascii_lowercase();
     }
@@ -489,10 +490,7 @@ impl<'a> Builder<'a> {
     #[inline]
     fn word_byte(&mut self, b: u8, src: u32) {
         self.flush_ws();
-        if self.word_start.is_none() {
-            self.word_start = Some((self.out.text.len(), src));
-            self.word_plain = true;
-        }
+        self.start_word(src);
         if !b.is_ascii_lowercase() && b != b'\'' {
             self.word_plain = false;
         }
@@ -525,12 +523,7 @@ impl<'a> Builder<'a> {
             let end_norm = self.out.text.len();
             let (_, src_end) = self.out.source_span(end_norm - 1, end_norm);
             self.truncate_to(start);
-            self.out.segments.push(Segment {
-                norm: start as u32,
-                src: src_start,
-                unit_len: src_end as u32 - src_start,
-            });
-            self.identity = false;
+            self.map_unit(src_start, src_end as u32 - src_start);
             self.out.text.push_str(&rep);
         }
     }
