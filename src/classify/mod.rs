@@ -449,7 +449,9 @@ impl Classifier {
             let n = rest.iter().take_while(|o| o.sym as usize == si).count();
             let (own, tail) = rest.split_at(n);
             rest = tail;
-            if own.is_empty() && !(sym.requires.is_empty() && !sym.patterns.is_empty()) {
+            // A symptom with regexes and no context is scored on every ticket.
+            let always = sym.requires.is_empty() && !sym.patterns.is_empty();
+            if own.is_empty() && !always {
                 continue;
             }
             if let Some(f) = self.score_symptom(si, own, fields, &resolved, &mut cues) {
