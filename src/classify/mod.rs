@@ -618,7 +618,9 @@ impl Classifier {
                             && (h.start as usize) >= ss
                             && (h.end as usize) <= se.max(ss)
                             && span(a, h) <= max_span
-                            && !chosen.iter().any(|(c, _)| c.start < h.end && h.start < c.end)
+                            && !chosen
+                                .iter()
+                                .any(|(c, _)| c.start < h.end && h.start < c.end)
                     });
                     match pick {
                         Some((h, _, o)) => chosen.push((h, o)),
