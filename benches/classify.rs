@@ -51,8 +51,14 @@ fn bench(c: &mut Criterion) {
             found
         })
     });
-    let off_topic: Vec<&Ticket> = tickets.iter().filter(|t| t.labels.as_ref().is_some_and(|l| l.is_empty())).collect();
-    let off_bytes: usize = off_topic.iter().map(|t| t.subject.len() + t.body.len()).sum();
+    let off_topic: Vec<&Ticket> = tickets
+        .iter()
+        .filter(|t| t.labels.as_ref().is_some_and(|l| l.is_empty()))
+        .collect();
+    let off_bytes: usize = off_topic
+        .iter()
+        .map(|t| t.subject.len() + t.body.len())
+        .sum();
     g.bench_function("normalize", |b| {
         b.iter(|| {
             let mut n = 0;

@@ -81,7 +81,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            max_in_flight: 10_000,
+            max_in_flight: 50_000,
             max_ticket_bytes: 1 << 20,
             drain_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_millis(250),

@@ -33,7 +33,7 @@ use crate::source::{Record, Source, SourceError};
 use crate::ticket::{Ticket, TicketShape};
 
 /// How often the loop wakes up on its own to re-check back-pressure (and poll the source).
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(20);
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +263,7 @@ impl Pipeline {
                     }
                     Some(Err(e)) => {
                         // Transient (broker down, rebalancing): say so at most every 10 s.
-                        if last_source_error.map_or(true, |t| t.elapsed() > Duration::from_secs(10)) {
+                        if last_source_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                             warn!("input: {e}");
                             last_source_error = Some(Instant::now());
                         }

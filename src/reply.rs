@@ -123,7 +123,10 @@ mod tests {
             ev("body", 3, 14, "pin blocked", "keyword:pin blocked"),
             ev("body", 20, 27, "passkey", "context:@passkey"),
         ];
-        assert_eq!(evidence_line(&e), "\u{201c}YubiKey\u{201d}, \u{201c}PIN blocked\u{201d}");
+        assert_eq!(
+            evidence_line(&e),
+            "\u{201c}YubiKey\u{201d}, \u{201c}PIN blocked\u{201d}"
+        );
     }
 
     #[test]

@@ -449,7 +449,9 @@ impl Classifier {
             let n = rest.iter().take_while(|o| o.sym as usize == si).count();
             let (own, tail) = rest.split_at(n);
             rest = tail;
-            if own.is_empty() && !(sym.requires.is_empty() && !sym.patterns.is_empty()) {
+            // A symptom with regexes and no context is scored on every ticket.
+            let always = sym.requires.is_empty() && !sym.patterns.is_empty();
+            if own.is_empty() && !always {
                 continue;
             }
             if let Some(f) = self.score_symptom(si, own, fields, &resolved, &mut cues) {
@@ -616,7 +618,9 @@ impl Classifier {
                             && (h.start as usize) >= ss
                             && (h.end as usize) <= se.max(ss)
                             && span(a, h) <= max_span
-                            && !chosen.iter().any(|(c, _)| c.start < h.end && h.start < c.end)
+                            && !chosen
+                                .iter()
+                                .any(|(c, _)| c.start < h.end && h.start < c.end)
                     });
                     match pick {
                         Some((h, _, o)) => chosen.push((h, o)),

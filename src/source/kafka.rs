@@ -247,7 +247,7 @@ impl Shared {
             part.first_undone += 1;
         }
         if let Some(next) = part.committable() {
-            if part.stored.map_or(true, |s| next > s) {
+            if !matches!(part.stored, Some(s) if next <= s) {
                 // Stored under the lock, so stored offsets of a partition only ever increase.
                 if let Some(c) = self
                     .consumer
