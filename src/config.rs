@@ -4,7 +4,8 @@
 //! error names the file, the line and the key (`triage.toml:12: kafka.group_id: …`). Secrets
 //! (SASL passwords, key passphrases, tokens) are never written in the file itself: the file
 //! names an environment variable or a file to read them from, and [`Secret`] keeps them out of
-//! `Debug` output.
+//! `Debug` output. The `[ingest]` section configures `triage ingest`, the webhook receiver;
+//! its secrets stay unread ([`SecretRef`]) until that command starts.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -248,18 +249,18 @@ pub enum IngestAuth {
     /// Zendesk: base64 HMAC-SHA256 of the signature timestamp followed by the raw body.
     ZendeskSignature {
         /// The webhook's signing secret.
-        secret: Secret,
+        secret: SecretRef,
     },
     /// Jira (WebSub): `X-Hub-Signature: sha256=` + hex HMAC-SHA256 of the raw body.
     HubSignature {
         /// The secret entered when the webhook was registered.
-        secret: Secret,
+        secret: SecretRef,
     },
     /// Generic: `sha256=<hex>` HMAC-SHA256 in a header, over `<timestamp>.<body>` when a
     /// timestamp header is configured, else over the body alone.
     Hmac {
         /// The shared signing secret.
-        secret: Secret,
+        secret: SecretRef,
         /// The header carrying the signature (lower case).
         signature_header: String,
         /// The header carrying the Unix time in seconds (lower case); `None`: not signed.
@@ -270,14 +271,14 @@ pub enum IngestAuth {
         /// The header carrying it (lower case).
         header: String,
         /// The token.
-        token: Secret,
+        token: SecretRef,
     },
     /// HTTP basic authentication (ServiceNow, Freshdesk).
     Basic {
         /// The user name the help desk sends.
         username: String,
         /// The password it sends.
-        password: Secret,
+        password: SecretRef,
     },
 }
 
@@ -337,6 +338,79 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// Where a secret is read from, kept unread until the part of triage that needs it starts:
+/// `triage run` never reads the webhook secrets of `[ingest]`, and `triage ingest` reads
+/// them at start-up (and `--check-config`). Errors name the file, line and key.
+#[derive(Debug, Clone)]
+pub struct SecretRef {
+    /// The variable, the file, or the value itself.
+    from: SecretFrom,
+    /// The file the reference is in (for errors).
+    path: String,
+    /// Its line there, when known.
+    line: Option<usize>,
+    /// Its key, dotted.
+    field: String,
+}
+
+#[derive(Debug, Clone)]
+enum SecretFrom {
+    Env(String),
+    File(PathBuf),
+    Value(Secret),
+}
+
+impl SecretRef {
+    /// A secret already in hand (for embedding triage as a library, and tests).
+    pub fn value(secret: Secret) -> SecretRef {
+        SecretRef {
+            from: SecretFrom::Value(secret),
+            path: "<value>".into(),
+            line: None,
+            field: String::new(),
+        }
+    }
+
+    /// Read the secret now.
+    pub fn read(&self) -> Result<Secret, ConfigError> {
+        let r = match &self.from {
+            SecretFrom::Value(s) => Ok(s.clone()),
+            SecretFrom::Env(var) => read_env(var),
+            SecretFrom::File(file) => read_file(file),
+        };
+        r.map_err(|message| ConfigError::Invalid {
+            path: self.path.clone(),
+            line: self.line,
+            field: self.field.clone(),
+            message,
+        })
+    }
+}
+
+fn read_env(var: &str) -> Result<Secret, String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(Secret(v)),
+        Ok(_) => Err(format!("environment variable {var} is empty")),
+        Err(_) => Err(format!(
+            "environment variable {var} is not set (export it before starting triage)"
+        )),
+    }
+}
+
+fn read_file(file: &Path) -> Result<Secret, String> {
+    match std::fs::read_to_string(file) {
+        Ok(v) => {
+            let v = v.trim_end_matches(['\r', '\n']).to_string();
+            if v.is_empty() {
+                Err(format!("{} is empty", file.display()))
+            } else {
+                Ok(Secret(v))
+            }
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
     }
 }
 
@@ -637,7 +711,9 @@ impl Settings {
         }
     }
 
-    /// Read and validate a file. Secrets are read from their variables and files now.
+    /// Read and validate a file. The worker's secrets (`[kafka.secret_properties]`,
+    /// `[sink.webhook]`) are read from their variables and files now; the webhook secrets of
+    /// `[ingest]` only when `triage ingest` starts ([`SecretRef::read`]).
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -1164,18 +1240,27 @@ impl Ctx<'_> {
         name: &str,
         env: Option<String>,
         file: Option<PathBuf>,
-    ) -> Result<Option<Secret>, ConfigError> {
+    ) -> Result<Option<SecretRef>, ConfigError> {
         match (env, file) {
             (Some(_), Some(_)) => Err(self.err(
                 &format!("{section}.{name}_env"),
                 format!("set {name}_env or {name}_file, not both"),
             )),
-            (Some(env), None) => self
-                .secret_env(&format!("{section}.{name}_env"), &env)
-                .map(Some),
-            (None, Some(file)) => self
-                .secret_file(&format!("{section}.{name}_file"), &file)
-                .map(Some),
+            (Some(env), None) => {
+                if env.is_empty() {
+                    return Err(self.err(
+                        &format!("{section}.{name}_env"),
+                        "must name an environment variable",
+                    ));
+                }
+                Ok(Some(self.secret_ref(
+                    &format!("{section}.{name}_env"),
+                    SecretFrom::Env(env),
+                )))
+            }
+            (None, Some(file)) => Ok(Some(
+                self.secret_ref(&format!("{section}.{name}_file"), SecretFrom::File(file)),
+            )),
             (None, None) => Ok(None),
         }
     }
@@ -1281,27 +1366,20 @@ impl Ctx<'_> {
     }
 
     fn secret_env(&self, field: &str, var: &str) -> Result<Secret, ConfigError> {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v)),
-            Ok(_) => Err(self.err(field, format!("environment variable {var} is empty"))),
-            Err(_) => Err(self.err(
-                field,
-                format!("environment variable {var} is not set (export it before starting triage)"),
-            )),
-        }
+        read_env(var).map_err(|m| self.err(field, m))
     }
 
     fn secret_file(&self, field: &str, file: &Path) -> Result<Secret, ConfigError> {
-        match std::fs::read_to_string(file) {
-            Ok(v) => {
-                let v = v.trim_end_matches(['\r', '\n']).to_string();
-                if v.is_empty() {
-                    Err(self.err(field, format!("{} is empty", file.display())))
-                } else {
-                    Ok(Secret(v))
-                }
-            }
-            Err(e) => Err(self.err(field, format!("cannot read {}: {e}", file.display()))),
+        read_file(file).map_err(|m| self.err(field, m))
+    }
+
+    /// A reference to a secret, to be read when needed.
+    fn secret_ref(&self, field: &str, from: SecretFrom) -> SecretRef {
+        SecretRef {
+            from,
+            path: self.path.clone(),
+            line: self.line_of(field),
+            field: field.to_string(),
         }
     }
 }
@@ -1449,5 +1527,173 @@ dead_letter_topic = "tickets-dlq"
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("decisions go nowhere"), "{e}");
         assert!(parse(&format!("{text}[sink]\nstdout = true\n")).is_ok());
+    }
+
+    const INGEST: &str = "[ingest]\nlisten = \"127.0.0.1:0\"\n";
+
+    #[test]
+    fn ingest_defaults_and_plain_shape_for_mixed_sources() {
+        let text = format!(
+            "{KAFKA}{INGEST}[ingest.zendesk]\nsecret_env = \"TRIAGE_TEST_UNSET_ZD\"\n[ingest.jira]\nsecret_file = \"/nonexistent/jira\"\n"
+        );
+        // Loading (as `triage run` does) does not read the webhook secrets.
+        let s = parse(&text).unwrap();
+        let i = s.ingest.as_ref().unwrap();
+        assert_eq!(i.topic, "tickets", "defaults to kafka.input_topic");
+        assert_eq!(i.max_body_bytes, 1 << 20);
+        assert_eq!(i.timestamp_tolerance, Duration::from_secs(300));
+        let kinds: Vec<_> = i.sources.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, vec![SourceKind::Zendesk, SourceKind::Jira]);
+        assert!(i.sources.iter().all(|s| s.forward == Forward::Plain));
+        assert_eq!(i.sources[1].shape.id, "/issue/key");
+        // Reading them (as `triage ingest` does) names file, line and key.
+        let IngestAuth::ZendeskSignature { secret } = &i.sources[0].auth else {
+            panic!("{:?}", i.sources[0].auth)
+        };
+        let e = secret.read().unwrap_err().to_string();
+        assert!(
+            e.starts_with("triage.toml:11: ingest.zendesk.secret_env: environment variable TRIAGE_TEST_UNSET_ZD is not set"),
+            "{e}"
+        );
+        let IngestAuth::HubSignature { secret } = &i.sources[1].auth else {
+            panic!()
+        };
+        let e = secret.read().unwrap_err().to_string();
+        assert!(
+            e.starts_with("triage.toml:13: ingest.jira.secret_file: cannot read /nonexistent/jira"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ingest_forwards_raw_payloads_the_worker_reads() {
+        let text = format!(
+            "{KAFKA}[input]\npreset = \"zendesk\"\n{INGEST}[ingest.zendesk]\nsecret_env = \"X\"\n"
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.ingest.unwrap().sources[0].forward, Forward::Raw);
+        // A Jira route next to a worker that reads Zendesk payloads cannot work.
+        let e = parse(&format!("{text}[ingest.jira]\nsecret_env = \"Y\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("triage.toml:14: ingest.jira: triage run reads records with the [input] pointers (id /detail/id"), "{e}");
+        // The generic route with the plain pointers forwards as received.
+        let s = parse(&format!(
+            "{KAFKA}{INGEST}[ingest.generic]\nsecret_env = \"G\"\n"
+        ))
+        .unwrap();
+        let g = &s.ingest.unwrap().sources[0];
+        assert_eq!(g.forward, Forward::Raw);
+        let IngestAuth::Hmac {
+            signature_header,
+            timestamp_header,
+            ..
+        } = &g.auth
+        else {
+            panic!()
+        };
+        assert_eq!(signature_header, "x-triage-signature");
+        assert_eq!(timestamp_header.as_deref(), Some("x-triage-timestamp"));
+    }
+
+    #[test]
+    fn ingest_shared_secret_sources() {
+        let s = parse(&format!(
+            "{KAFKA}{INGEST}[ingest.servicenow]\ntoken_header = \"X-Triage-Token\"\ntoken_env = \"T\"\nid = \"/number\"\n[ingest.freshdesk]\nusername = \"fd\"\npassword_file = \"/run/secrets/fd\"\n"
+        ))
+        .unwrap();
+        let i = s.ingest.unwrap();
+        assert!(
+            matches!(&i.sources[0].auth, IngestAuth::Token { header, .. } if header == "x-triage-token")
+        );
+        assert_eq!(i.sources[0].shape.id, "/number");
+        assert_eq!(i.sources[0].shape.body, "/description");
+        assert!(
+            matches!(&i.sources[1].auth, IngestAuth::Basic { username, .. } if username == "fd")
+        );
+        assert_eq!(i.sources[1].shape.id, "/ticket/id");
+
+        let cases = [
+            ("[ingest.servicenow]\nsecret_env = \"S\"\n", "triage.toml:11: ingest.servicenow.secret_env: is not used by servicenow webhooks"),
+            ("[ingest.jira]\ntoken_header = \"X-T\"\nsecret_env = \"S\"\n", "triage.toml:11: ingest.jira.token_header: is not used by jira webhooks"),
+            ("[ingest.freshdesk]\ntoken_header = \"X-T\"\ntoken_env = \"T\"\nusername = \"u\"\npassword_env = \"P\"\n", "triage.toml:13: ingest.freshdesk.username: use either a token header or basic auth, not both"),
+            ("[ingest.freshdesk]\ntoken_header = \"X-T\"\n", "triage.toml:11: ingest.freshdesk.token_header: needs the token"),
+            ("[ingest.freshdesk]\n", "triage.toml:10: ingest.freshdesk: needs credentials"),
+            ("[ingest.freshdesk]\ntoken_header = \"X T\"\ntoken_env = \"T\"\n", "triage.toml:11: ingest.freshdesk.token_header: `X T` is not an HTTP header name"),
+            ("[ingest.zendesk]\n", "triage.toml:10: ingest.zendesk: needs the signing secret"),
+            ("[ingest.zendesk]\nsecret_env = \"S\"\nsecret_file = \"/f\"\n", "triage.toml:11: ingest.zendesk.secret_env: set secret_env or secret_file, not both"),
+            ("[ingest.zendesk]\nsecret_env = \"S\"\nbody = \"detail\"\n", "triage.toml:12: ingest.zendesk.body: `detail` is not a JSON pointer"),
+            ("[ingest.zendesk]\nsecret_env = \"S\"\nsecret = \"inline\"\n", "triage.toml:12: ingest.zendesk.secret: unknown field `secret`"),
+        ];
+        for (extra, want) in cases {
+            let e = parse(&format!("{KAFKA}{INGEST}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{extra}\n{e}");
+        }
+    }
+
+    #[test]
+    fn ingest_section_errors() {
+        let e = parse(&format!("{INGEST}[ingest.jira]\nsecret_env = \"J\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("triage.toml:1: ingest: needs a [kafka] section"),
+            "{e}"
+        );
+        let e = parse(&format!("{KAFKA}{INGEST}")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("triage.toml:8: ingest: no source to receive"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{KAFKA}[ingest]\nlisten = \"localhost\"\n[ingest.jira]\nsecret_env = \"J\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "triage.toml:9: ingest.listen: `localhost` is not an IP address and port"
+            ),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{KAFKA}{INGEST}max_body_bytes = 2000000\n[ingest.jira]\nsecret_env = \"J\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("triage.toml:10: ingest.max_body_bytes: must not exceed worker.max_ticket_bytes (1048576)"), "{e}");
+        let e = parse(&format!(
+            "{KAFKA}{INGEST}produce_timeout_ms = 0\n[ingest.jira]\nsecret_env = \"J\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("triage.toml:10: ingest.produce_timeout_ms: must be at least"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{KAFKA}{INGEST}topic = \"a b\"\n[ingest.jira]\nsecret_env = \"J\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("triage.toml:10: ingest.topic: `a b` is not a valid topic name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/triage.example.toml");
+        let s = Settings::load(&path).unwrap();
+        let i = s.ingest.expect("the example documents [ingest]");
+        let kinds: Vec<_> = i.sources.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            SourceKind::ALL.to_vec(),
+            "every source is documented"
+        );
     }
 }

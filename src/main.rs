@@ -678,10 +678,11 @@ fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
         );
     };
     if a.check_config.is_some() {
-        let producer = triage::source::kafka::producer_config(kafka)
-            .create::<rdkafka::producer::BaseProducer>()
-            .map_err(|e| anyhow::anyhow!("Kafka producer properties: {e}"))?;
-        drop(producer);
+        // Reads the webhook secrets and builds the producer (properties checked, no request).
+        drop(triage::ingest::prepare(
+            &settings,
+            prometheus::Registry::new(),
+        )?);
         println!("ok: {}", path.display());
         println!(
             "  listen {} -> kafka {} topic {}",

@@ -24,6 +24,7 @@ use super::metrics::{IngestMetrics, Outcome};
 use super::produce::{ProduceError, TicketProducer, TopicState};
 use super::replay::{Replay, ReplayCache};
 use super::verify::{Refusal, Verifier};
+use super::IngestError;
 use crate::config::{Forward, IngestSettings, SourceKind};
 use crate::ticket::{DecodeError, Ticket, TicketShape};
 
@@ -113,20 +114,22 @@ const DELIVERY_ID_HEADERS: &[&str] = &[
 ];
 
 impl Ingest {
-    /// The shared state for `settings`; `max_record_bytes` is `worker.max_ticket_bytes`.
+    /// The shared state for `settings` (the routes' secrets are read now);
+    /// `max_record_bytes` is `worker.max_ticket_bytes`.
     pub fn new(
         settings: &IngestSettings,
         max_record_bytes: usize,
         producer: TicketProducer,
         registry: Registry,
-    ) -> prometheus::Result<Ingest> {
-        let metrics = IngestMetrics::new(&registry)?;
-        let routes = settings
-            .sources
-            .iter()
-            .map(|s| Route {
+    ) -> Result<Ingest, IngestError> {
+        let metrics = IngestMetrics::new(&registry)
+            .map_err(|e| IngestError::Config(format!("metrics: {e}")))?;
+        let mut routes = Vec::with_capacity(settings.sources.len());
+        for s in &settings.sources {
+            routes.push(Route {
                 kind: s.kind,
-                verifier: Verifier::new(&s.auth, settings.timestamp_tolerance),
+                verifier: Verifier::new(&s.auth, settings.timestamp_tolerance)
+                    .map_err(|e| IngestError::Config(e.to_string()))?,
                 replay: ReplayCache::new(
                     settings.timestamp_tolerance,
                     settings.replay_cache_entries,
@@ -134,8 +137,8 @@ impl Ingest {
                 shape: s.shape.clone(),
                 forward: s.forward,
                 last_refusal_log: Mutex::new(None),
-            })
-            .collect();
+            });
+        }
         Ok(Ingest {
             routes,
             producer,
@@ -397,7 +400,7 @@ impl Ingest {
             .last_refusal_log
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if last.map_or(true, |t| t.elapsed() >= Duration::from_secs(60)) {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             *last = Some(Instant::now());
             warn!(
                 source = route.kind.name(),

@@ -64,7 +64,7 @@ impl ClientContext for Ctx {
             return;
         }
         let mut last = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
-        if last.map_or(true, |t| t.elapsed() >= Duration::from_secs(10)) {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
             warn!("Kafka producer: {e}: {reason}");
         }
