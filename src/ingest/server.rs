@@ -104,7 +104,7 @@ async fn probe(app: Arc<Ingest>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         let wait = if state == TopicState::Ready {
-            Duration::from_secs(10)
+            Duration::from_secs(5)
         } else {
             Duration::from_secs(1)
         };
