@@ -212,6 +212,17 @@ async fn refused_requests_never_reach_kafka_and_are_counted() {
         assert!(a.json["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
 
+    // Basic auth says how to authenticate.
+    let a = freshdesk_as(5, "PIN", &text, "freshdesk", "wrong")
+        .send(&client, &base)
+        .await;
+    assert!(
+        a.www_authenticate
+            .as_deref()
+            .is_some_and(|c| c.starts_with("Basic realm=")),
+        "{a:?}"
+    );
+
     // Oversized without a Content-Length (chunked): cut off at the limit.
     let hook = generic("G-4", "big", &big, now);
     let mut chunked = Vec::new();
@@ -277,7 +288,7 @@ async fn refused_requests_never_reach_kafka_and_are_counted() {
     assert_eq!(server.metric(&m("generic", "stale")).await, 1.0);
     assert_eq!(server.metric(&m("generic", "too_large")).await, 2.0);
     assert_eq!(server.metric(&m("servicenow", "unauthorized")).await, 2.0);
-    assert_eq!(server.metric(&m("freshdesk", "unauthorized")).await, 1.0);
+    assert_eq!(server.metric(&m("freshdesk", "unauthorized")).await, 2.0);
     assert_eq!(server.metric(&m("freshdesk", "produced")).await, 1.0);
     assert_eq!(
         server

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::Serialize;
@@ -410,7 +412,12 @@ impl Ingest {
             );
         }
         drop(last);
-        self.refuse(route, outcome, &why.to_string())
+        let mut r = self.refuse(route, outcome, &why.to_string());
+        if let Some(c) = route.verifier.challenge() {
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        r
     }
 
     /// Count and answer a request that is not produced.

@@ -99,7 +99,7 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> Result
 
     // A missing topic is a mistake to fix before serving; an unreachable cluster is not:
     // serve anyway (503 until it is back) so the help desks get answers they retry.
-    match app.producer.topic_state(Duration::from_secs(10)).await {
+    match app.producer.topic_state(Duration::from_secs(5)).await {
         TopicState::Missing => return Err(IngestError::MissingTopic(ingest.topic.clone())),
         TopicState::Unreachable(e) => {
             warn!("Kafka is unreachable ({e}); serving anyway: requests get 503 until it is back")

@@ -161,6 +161,14 @@ impl Verifier {
         Ok(Verifier { scheme, tolerance })
     }
 
+    /// The `WWW-Authenticate` challenge of a 401, for schemes HTTP has one for (basic).
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self.scheme {
+            Scheme::Basic { .. } => Some("Basic realm=\"triage ingest\", charset=\"UTF-8\""),
+            _ => None,
+        }
+    }
+
     /// Check what the headers alone can show, at time `now`.
     pub fn headers(&self, h: &HeaderMap, now: SystemTime) -> Result<Pending, Refusal> {
         match &self.scheme {

@@ -149,6 +149,7 @@ pub struct Hook {
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
+    pub www_authenticate: Option<String>,
     pub json: serde_json::Value,
 }
 
@@ -163,15 +164,19 @@ impl Hook {
         }
         let resp = r.send().await.expect("request");
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_string());
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let retry_after = header("retry-after");
+        let www_authenticate = header("www-authenticate");
         let bytes = resp.bytes().await.unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         Answer {
             status,
             retry_after,
+            www_authenticate,
             json,
         }
     }
