@@ -239,7 +239,7 @@ impl Ingest {
         r
     }
 
-    async fn webhook(&self, route: &Route, req: Request<Incoming>) -> Reply {
+    async fn webhook(self: &Arc<Self>, route: &Route, req: Request<Incoming>) -> Reply {
         if req.method() != Method::POST {
             return method_not_allowed("POST");
         }
@@ -338,33 +338,44 @@ impl Ingest {
             return self.too_large(route);
         }
 
-        // produce: answer 2xx only once Kafka has acknowledged (acks=all).
-        let mut headers: Vec<(&str, &str)> = vec![("triage-source", route.kind.name())];
-        if let Some(d) = &delivery_id {
-            headers.push(("triage-delivery-id", d));
-        }
-        let started = Instant::now();
-        let sent = self.producer.send(&ticket.id, &record, &headers).await;
-        self.metrics
-            .produce_latency(started.elapsed(), sent.is_ok());
-        match sent {
-            Ok((partition, offset)) => {
+        // produce: answer 2xx only once Kafka has acknowledged (acks=all). In a task of its
+        // own, so a client hanging up cannot cut it short: the replay memory then holds what
+        // really reached Kafka, and a retry of a delivery that did land is refused, not doubled.
+        let app = self.clone();
+        let kind = route.kind;
+        let id = ticket.id;
+        let task = tokio::spawn(async move {
+            let mut headers: Vec<(&str, &str)> = vec![("triage-source", kind.name())];
+            if let Some(d) = &delivery_id {
+                headers.push(("triage-delivery-id", d));
+            }
+            let started = Instant::now();
+            let sent = app.producer.send(&id, &record, &headers).await;
+            app.metrics.produce_latency(started.elapsed(), sent.is_ok());
+            if let Ok((partition, offset)) = sent {
                 if let Some(r) = reservation {
                     r.accept();
                 }
-                self.metrics.request(route.kind, Outcome::Produced);
-                debug!(source = route.kind.name(), ticket = %ticket.id, partition, offset, "produced");
-                answer(
-                    StatusCode::OK,
-                    &Answer {
-                        status: Outcome::Produced.name(),
-                        error: None,
-                        ticket: Some(&ticket.id),
-                        partition: Some(partition),
-                        offset: Some(offset),
-                    },
-                )
+                app.metrics.request(kind, Outcome::Produced);
+                debug!(source = kind.name(), ticket = %id, partition, offset, "produced");
             }
+            (id, sent)
+        });
+        let (id, sent) = match task.await {
+            Ok(r) => r,
+            Err(e) => (String::new(), Err(ProduceError::Unavailable(e.to_string()))),
+        };
+        match sent {
+            Ok((partition, offset)) => answer(
+                StatusCode::OK,
+                &Answer {
+                    status: Outcome::Produced.name(),
+                    error: None,
+                    ticket: Some(&id),
+                    partition: Some(partition),
+                    offset: Some(offset),
+                },
+            ),
             Err(ProduceError::TooLarge(e)) => {
                 warn!(
                     source = route.kind.name(),
