@@ -334,7 +334,7 @@ pub fn freshdesk(id: u64, subject: &str, description: &str) -> Hook {
 
 pub fn freshdesk_as(id: u64, subject: &str, description: &str, user: &str, pw: &str) -> Hook {
     let body = serde_json::to_vec(&serde_json::json!({
-        "ticket": {"id": id, "subject": subject, "description": description, "tags": "printer floor-3"}
+        "ticket": {"id": id, "subject": subject, "description": description, "tags": "printer, floor-3"}
     }))
     .unwrap();
     Hook {
