@@ -24,6 +24,8 @@
 //! - [`source`]: where records come from: a Kafka consumer group, or JSON Lines.
 //! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, webhook,
 //!   stdout; and dead letters.
+//! - [`ingest`]: `triage ingest`, the HTTP server that verifies help-desk webhooks and
+//!   produces them to the input topic, answering 2xx only once Kafka has acknowledged.
 //! - `main.rs`: the `triage` command line.
 
 pub mod catalog;
@@ -31,6 +33,7 @@ pub mod classify;
 pub mod config;
 pub mod decision;
 pub mod eval;
+pub mod ingest;
 pub mod pipeline;
 pub mod reply;
 pub mod sink;

@@ -84,6 +84,51 @@ enum Command {
     ///   triage run --config jira.toml --input webhook-payloads.jsonl   # test an [input] shape
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// Receive help-desk webhooks and produce them to the input topic of `triage run`.
+    ///
+    /// An HTTP/1.1 server with one route per help desk configured in the [ingest] section:
+    ///   POST /webhooks/zendesk     signed: X-Zendesk-Webhook-Signature (+ -Timestamp)
+    ///   POST /webhooks/jira        signed: X-Hub-Signature: sha256=<hex>
+    ///   POST /webhooks/servicenow  shared token header, or basic auth
+    ///   POST /webhooks/freshdesk   shared token header, or basic auth
+    ///   POST /webhooks/generic     signed: HMAC-SHA256 of <timestamp>.<body>
+    ///   GET  /metrics /healthz /readyz
+    ///
+    /// Each request is authenticated, its ticket found (id and text), and the record that
+    /// `triage run` reads is produced keyed by ticket id. The answer is 200 only once Kafka has
+    /// acknowledged the record (acks=all, idempotent producer); 503 with Retry-After when it
+    /// did not within ingest.produce_timeout_ms, so the help desk retries and nothing is lost.
+    /// Refused, and never produced: 400 malformed, 401 bad credentials or stale timestamp,
+    /// 408 too slow, 409 replayed signature, 413 too large.
+    ///
+    /// Serve it behind a TLS-terminating proxy or ingress: help desks call HTTPS URLs.
+    /// SIGTERM or SIGINT stops accepting connections and lets requests in flight finish
+    /// (ingest.drain_timeout_ms); a second signal exits at once.
+    ///
+    /// Every setting is described in deploy/triage.example.toml. Secrets are read from
+    /// environment variables or files named in the config, never from the command line.
+    /// Log level: TRIAGE_LOG (e.g. TRIAGE_LOG=debug; default info).
+    ///
+    /// Examples:
+    ///   triage ingest --check-config /etc/triage/triage.toml
+    ///   triage ingest --config /etc/triage/triage.toml
+    #[command(verbatim_doc_comment)]
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Configuration with [kafka] and [ingest] sections (TOML).
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        required_unless_present = "check_config"
+    )]
+    config: Option<PathBuf>,
+    /// Validate FILE (syntax, keys, values, secrets, Kafka producer properties) and exit.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -176,6 +221,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check(a),
         Command::Eval(a) => eval_cmd(a),
         Command::Run(a) => run_cmd(a),
+        Command::Ingest(a) => ingest_cmd(a),
     };
     match result {
         Ok(code) => code,
@@ -614,6 +660,73 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
+    use triage::config::{Forward, Settings};
+    let path = a
+        .check_config
+        .as_ref()
+        .or(a.config.as_ref())
+        .expect("clap requires one of them");
+    let settings = Settings::load(path)?;
+    let (Some(ingest), Some(kafka)) = (&settings.ingest, &settings.kafka) else {
+        bail!(
+            "{}: no [ingest] section: nothing to serve (see deploy/triage.example.toml)",
+            path.display()
+        );
+    };
+    if a.check_config.is_some() {
+        // Reads the webhook secrets and builds the producer (properties checked, no request).
+        drop(triage::ingest::prepare(
+            &settings,
+            prometheus::Registry::new(),
+        )?);
+        println!("ok: {}", path.display());
+        println!(
+            "  listen {} -> kafka {} topic {}",
+            ingest.listen, kafka.bootstrap_servers, ingest.topic
+        );
+        for s in &ingest.sources {
+            println!(
+                "  POST {:<21} {}; writes {}",
+                s.kind.path(),
+                s.auth.describe(),
+                match s.forward {
+                    Forward::Raw => "the payload as received",
+                    Forward::Plain => "the plain shape",
+                }
+            );
+        }
+        println!(
+            "  limits: max_body_bytes {}, max_concurrent_requests {}, max_connections {}, request_timeout_ms {}, produce_timeout_ms {}, retry_after_s {}, timestamp_tolerance_s {}, replay_cache_entries {}, drain_timeout_ms {}",
+            ingest.max_body_bytes,
+            ingest.max_concurrent_requests,
+            ingest.max_connections,
+            ingest.request_timeout.as_millis(),
+            ingest.produce_timeout.as_millis(),
+            ingest.retry_after.as_secs(),
+            ingest.timestamp_tolerance.as_secs(),
+            ingest.replay_cache_entries,
+            ingest.drain_timeout.as_millis()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = triage::pipeline::shutdown_on_signals()?;
+        anyhow::Ok(triage::ingest::run(&settings, shutdown).await?)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -221,7 +221,8 @@ pub struct TicketShape {
     pub subject: Option<String>,
     /// The body: a string, or an Atlassian Document Format object whose text is collected.
     pub body: String,
-    /// Tags: an array of strings, or one string of space-separated tags.
+    /// Tags: an array of strings, or one string of tags separated by spaces or commas (as a
+    /// help desk's webhook template may render a list).
     pub tags: Option<String>,
     /// Author of the event: a string or a number.
     pub author: Option<String>,
@@ -318,7 +319,11 @@ impl TicketShape {
         }
         let tags = match self.tags.as_deref().and_then(|p| v.pointer(p)) {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(Value::String(s)) => s
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
             Some(Value::Array(a)) => {
                 let mut out = Vec::with_capacity(a.len());
                 for x in a {
@@ -469,6 +474,10 @@ mod tests {
             ("7", "s", "b")
         );
         assert_eq!(t.tags, vec!["x", "y"]);
+        let listed = plain
+            .decode(br#"{"id": 8, "body": "b", "tags": "vip, triage-processed  hardware,"}"#)
+            .unwrap();
+        assert_eq!(listed.tags, vec!["vip", "triage-processed", "hardware"]);
         assert_eq!(t.author.as_deref(), Some("me"));
         assert_eq!(t.updated_stamp.as_deref(), Some("2024-01-01T00:00:00Z"));
 
