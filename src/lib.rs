@@ -24,6 +24,11 @@
 //! - [`source`]: where records come from: a Kafka consumer group, or JSON Lines.
 //! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, webhook,
 //!   stdout; and dead letters.
+//! - [`metrics`]: the Prometheus registry and one named method per event
+//!   (`ticket_classified`, `dead_lettered`, …); call sites never build metric names.
+//! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP, and the readiness state.
+//! - [`reload`]: the catalogue in service, swapped atomically on SIGHUP or a file change
+//!   after the new one is validated.
 //! - `main.rs`: the `triage` command line.
 
 pub mod catalog;
@@ -31,8 +36,11 @@ pub mod classify;
 pub mod config;
 pub mod decision;
 pub mod eval;
+pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod reply;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod ticket;
