@@ -395,7 +395,15 @@ impl ClientContext for Ctx {
             Some(t) => held
                 .iter()
                 .filter_map(|p| {
-                    let lag = t.partitions.get(p)?.consumer_lag;
+                    let x = t.partitions.get(p)?;
+                    // Nothing committed yet: everything from the start is still to be read
+                    // (auto.offset.reset = earliest).
+                    let lag = match x.consumer_lag {
+                        -1 if x.committed_offset < 0 && x.lo_offset >= 0 => {
+                            x.hi_offset - x.lo_offset
+                        }
+                        lag => lag,
+                    };
                     (lag >= 0).then_some((*p, lag))
                 })
                 .collect(),
