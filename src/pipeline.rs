@@ -87,8 +87,8 @@ pub struct Summary {
 }
 
 /// Run the worker as `settings` say: Kafka when there is a `[kafka]` section and no `input`,
-/// otherwise JSON Lines from `input` (a file, or `-` for standard input). The catalogue is
-/// never reloaded and the metrics are not served; see [`run_with`] for that.
+/// otherwise JSON Lines from `input` (a file, or `-` for standard input). The catalogue has
+/// no files to reload and the metrics are this run's own; see [`run_with`].
 pub async fn run(
     settings: &Settings,
     classifier: Classifier,

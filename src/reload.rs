@@ -3,7 +3,7 @@
 //! [`LiveCatalogue`] holds the compiled catalogue behind an atomic pointer. A ticket takes the
 //! current one when its classification starts and keeps it to the end, so a reload never
 //! changes the catalogue under a ticket in flight. A reload (SIGHUP, or a change to the
-//! catalogue files noticed by [`watch`]) reads, validates and compiles the files first; only
+//! catalogue files noticed by [`watch()`]) reads, validates and compiles the files first; only
 //! a catalogue that passes goes into service. An invalid one is refused: its `path:line:`
 //! problems are logged, `triage_catalogue_reloads_total{result="error"}` counts it, and the
 //! old catalogue keeps serving.
