@@ -32,6 +32,59 @@ pub struct Settings {
     pub sink: SinkSettings,
     /// The webhook receiver `triage ingest`; `None` without an `[ingest]` section.
     pub ingest: Option<IngestSettings>,
+    /// The HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
+    pub server: ServerSettings,
+    /// Log format and level.
+    pub log: LogSettings,
+    /// Catalogue reloading.
+    pub catalogue: CatalogueSettings,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None`: no server (the default,
+    /// so that several workers on one host, or a quick run on a laptop, never collide).
+    pub listen: Option<SocketAddr>,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Human-readable lines, or one JSON object per line for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `triage=debug,warn`); the `TRIAGE_LOG` variable overrides
+    /// it. `None`: `info` (`warn` for `--input`).
+    pub level: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO triage::pipeline: ticket handled ticket="T1" …`
+    #[default]
+    Human,
+    /// `{"timestamp": …, "level": "INFO", "message": "ticket handled", "ticket": "T1", …}`
+    Json,
+}
+
+/// The `[catalogue]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueSettings {
+    /// Reload the catalogue when its files change (SIGHUP always reloads it).
+    pub watch: bool,
+    /// How often the files are checked for changes.
+    pub watch_interval: Duration,
+}
+
+impl Default for CatalogueSettings {
+    fn default() -> Self {
+        CatalogueSettings {
+            watch: true,
+            watch_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// The `[kafka]` section.
@@ -459,6 +512,43 @@ struct RawSettings {
     #[serde(default)]
     sink: RawSink,
     ingest: Option<RawIngest>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    catalogue: RawCatalogue,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    format: LogFormat,
+    level: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCatalogue {
+    watch: bool,
+    watch_interval_ms: u64,
+}
+
+impl Default for RawCatalogue {
+    fn default() -> Self {
+        let d = CatalogueSettings::default();
+        RawCatalogue {
+            watch: d.watch,
+            watch_interval_ms: d.watch_interval.as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -708,6 +798,9 @@ impl Settings {
                 webhook: None,
             },
             ingest: None,
+            server: ServerSettings::default(),
+            log: LogSettings::default(),
+            catalogue: CatalogueSettings::default(),
         }
     }
 
@@ -890,6 +983,36 @@ impl Ctx<'_> {
             None => None,
             Some(i) => Some(self.ingest(i, kafka.as_ref(), &input, &worker)?),
         };
+        let server = ServerSettings {
+            listen: match raw.server.listen {
+                None => None,
+                Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                    self.err(
+                        "server.listen",
+                        format!("`{a}` is not an IP address and port, e.g. \"0.0.0.0:9898\" (all interfaces), \"127.0.0.1:9898\" or \"[::]:9898\""),
+                    )
+                })?),
+            },
+        };
+        if let Some(level) = &raw.log.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+                return Err(self.err(
+                    "log.level",
+                    format!("`{level}` is not a log filter ({e}); e.g. \"info\", \"debug\" or \"triage=debug,warn\""),
+                ));
+            }
+        }
+        let log = LogSettings {
+            format: raw.log.format,
+            level: raw.log.level,
+        };
+        if raw.catalogue.watch_interval_ms < 100 {
+            return Err(self.err("catalogue.watch_interval_ms", "must be at least 100"));
+        }
+        let catalogue = CatalogueSettings {
+            watch: raw.catalogue.watch,
+            watch_interval: Duration::from_millis(raw.catalogue.watch_interval_ms),
+        };
         Ok(Settings {
             path: None,
             kafka,
@@ -897,6 +1020,9 @@ impl Ctx<'_> {
             worker,
             sink: SinkSettings { stdout, webhook },
             ingest,
+            server,
+            log,
+            catalogue,
         })
     }
 
@@ -1519,6 +1645,42 @@ dead_letter_topic = "tickets-dlq"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("triage.toml:2: input.preset: "), "{e}");
+    }
+
+    #[test]
+    fn server_log_and_catalogue_sections() {
+        let s = parse("").unwrap();
+        assert_eq!(s.server.listen, None, "no server unless asked for");
+        assert_eq!(s.log.format, LogFormat::Human);
+        assert_eq!(s.catalogue, CatalogueSettings::default());
+        let s = parse(
+            "[server]\nlisten = \"127.0.0.1:9898\"\n[log]\nformat = \"json\"\nlevel = \"triage=debug,warn\"\n[catalogue]\nwatch = false\nwatch_interval_ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, Some("127.0.0.1:9898".parse().unwrap()));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.level.as_deref(), Some("triage=debug,warn"));
+        assert!(!s.catalogue.watch);
+        assert_eq!(s.catalogue.watch_interval, Duration::from_millis(500));
+
+        let e = parse("[server]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("triage.toml:2: server.listen: `localhost` is not"),
+            "{e}"
+        );
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("triage.toml:2: log.format: "), "{e}");
+        let e = parse("[log]\nlevel = \"=[\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("triage.toml:2: log.level: "), "{e}");
+        let e = parse("[catalogue]\nwatch_interval_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("triage.toml:2: catalogue.watch_interval_ms: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -26,6 +26,11 @@
 //!   stdout; and dead letters.
 //! - [`ingest`]: `triage ingest`, the HTTP server that verifies help-desk webhooks and
 //!   produces them to the input topic, answering 2xx only once Kafka has acknowledged.
+//! - [`metrics`]: the Prometheus registry and one named method per event
+//!   (`ticket_classified`, `dead_lettered`, …); call sites never build metric names.
+//! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP, and the readiness state.
+//! - [`reload`]: the catalogue in service, swapped atomically on SIGHUP or a file change
+//!   after the new one is validated.
 //! - `main.rs`: the `triage` command line.
 
 pub mod catalog;
@@ -34,8 +39,11 @@ pub mod config;
 pub mod decision;
 pub mod eval;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod reply;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod ticket;

@@ -74,7 +74,14 @@ enum Command {
     ///
     /// Every setting is described in deploy/triage.example.toml. Secrets are read from
     /// environment variables or files named in the config, never from the command line.
-    /// Log level: TRIAGE_LOG (e.g. TRIAGE_LOG=debug; default info, warn with --input).
+    /// Log level: TRIAGE_LOG (e.g. TRIAGE_LOG=debug; default [log] level, else info, warn with
+    /// --input); format: [log] format = "human" | "json". At info, one line per ticket: id,
+    /// topic, partition, offset, symptoms, outcome (never ticket text or secrets).
+    ///
+    /// Operations: with [server] listen = "0.0.0.0:9898", /metrics (Prometheus), /healthz and
+    /// /readyz are served. SIGHUP, or a change to the catalogue files, reloads the catalogue:
+    /// an invalid one is refused (its problems are logged as path:line: message) and the one
+    /// in service keeps serving; tickets in flight finish with the catalogue they started with.
     ///
     /// Examples:
     ///   triage run --input samples/tickets.jsonl
@@ -237,16 +244,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// The catalogue the user asked for: --patterns, ./patterns, or the built-in one.
-fn load_catalogue(arg: &CatalogueArg) -> Result<Catalog> {
-    let path = match &arg.patterns {
+/// Where the catalogue the user asked for is: --patterns, ./patterns, or `None` (built in).
+fn catalogue_path(arg: &CatalogueArg) -> Option<PathBuf> {
+    match &arg.patterns {
         Some(p) => Some(p.clone()),
         None => {
             let local = Path::new("patterns");
             local.is_dir().then(|| local.to_path_buf())
         }
-    };
-    match path {
+    }
+}
+
+/// The catalogue the user asked for: --patterns, ./patterns, or the built-in one.
+fn load_catalogue(arg: &CatalogueArg) -> Result<Catalog> {
+    match catalogue_path(arg) {
         Some(p) => Catalog::load(&p).map_err(|e| {
             anyhow::anyhow!(
                 "{e}\n(the catalogue in {} is invalid; run `triage check {}` for every problem)",
@@ -626,15 +637,11 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         );
     }
     let quiet = a.input.is_some();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+    init_logging(&settings.log, quiet);
     let c = classifier(&a.catalogue)?;
+    let telemetry = triage::server::Telemetry::default();
+    let catalogue =
+        triage::reload::LiveCatalogue::new(c, catalogue_path(&a.catalogue), &telemetry.metrics);
     let runtime = if quiet {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -646,7 +653,9 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     };
     let summary = runtime.block_on(async {
         let shutdown = triage::pipeline::shutdown_on_signals()?;
-        anyhow::Ok(triage::pipeline::run(&settings, c, a.input.as_deref(), shutdown).await?)
+        let input = a.input.as_deref();
+        let run = triage::pipeline::run_with(&settings, catalogue, &telemetry, input, shutdown);
+        anyhow::Ok(run.await?)
     })?;
     if quiet && summary.dead_lettered > 0 {
         let name = a
@@ -713,13 +722,7 @@ fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+    init_logging(&settings.log, false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -728,6 +731,28 @@ fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
         anyhow::Ok(triage::ingest::run(&settings, shutdown).await?)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs on standard error: TRIAGE_LOG, else `[log] level`, else info (warn for --input); in
+/// the format `[log] format` says.
+fn init_logging(log: &triage::config::LogSettings, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TRIAGE_LOG").unwrap_or_else(|_| {
+        let default = if quiet { "warn" } else { "info" };
+        EnvFilter::new(log.level.as_deref().unwrap_or(default))
+    });
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match log.format {
+        triage::config::LogFormat::Human => fmt.with_ansi(io::stderr().is_terminal()).init(),
+        triage::config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// What a valid configuration will do, for --check-config (no secrets).
@@ -783,10 +808,30 @@ fn describe(s: &triage::config::Settings, catalog: &Catalog) -> String {
         w.api_user.as_deref().unwrap_or("(none)")
     );
     out += &format!(
-        "  catalogue: {} {} ({} symptoms)\n",
+        "  catalogue: {} {} ({} symptoms); reload on SIGHUP{}\n",
         catalog.name,
         catalog.version,
-        catalog.symptoms.len()
+        catalog.symptoms.len(),
+        if s.catalogue.watch {
+            format!(
+                " and when its files change (checked every {} ms)",
+                s.catalogue.watch_interval.as_millis()
+            )
+        } else {
+            String::new()
+        }
+    );
+    match s.server.listen {
+        Some(a) => out += &format!("  server: /metrics, /healthz, /readyz on {a}\n"),
+        None => out += "  server: off (set [server] listen to serve /metrics, /healthz, /readyz)\n",
+    }
+    out += &format!(
+        "  log: {} format, level {}\n",
+        match s.log.format {
+            triage::config::LogFormat::Human => "human",
+            triage::config::LogFormat::Json => "json",
+        },
+        s.log.level.as_deref().unwrap_or("info")
     );
     out
 }

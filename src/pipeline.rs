@@ -6,6 +6,11 @@
 //! source and keeps polling it (so a Kafka consumer stays in its group), and resumes when
 //! things recover. On shutdown it stops taking records, lets the tasks in flight finish within
 //! the drain timeout, flushes the sinks and closes the source (which commits what is done).
+//!
+//! Every stage reports to [`crate::metrics`] through handles resolved once, and every record
+//! ends in one info-level log line: ticket id, topic, partition, offset, symptoms, outcome
+//! (never ticket text). The catalogue is taken from a [`LiveCatalogue`] when a ticket's
+//! classification starts, so a reload never changes it under a ticket in flight.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -22,6 +27,9 @@ use tracing::{debug, error, info, warn};
 use crate::classify::Classifier;
 use crate::config::{Settings, WorkerSettings};
 use crate::decision::Decision;
+use crate::metrics::SinkMetrics;
+use crate::reload::{self, LiveCatalogue};
+use crate::server::{Server, Telemetry};
 use crate::sink::dead_letter::{DeadLetter, DeadLetterSink, DeadLetterTopic, StderrDeadLetters};
 use crate::sink::decisions_topic::DecisionsTopic;
 use crate::sink::stdout::StdoutSink;
@@ -34,6 +42,9 @@ use crate::ticket::{Ticket, TicketShape};
 
 /// How often the loop wakes up on its own to re-check back-pressure (and poll the source).
 const TICK: Duration = Duration::from_millis(20);
+
+/// The dead-letter sink's name in logs and in the `sink` label of the sink metrics.
+const DEAD_LETTERS: &str = "dead-letters";
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -76,16 +87,67 @@ pub struct Summary {
 }
 
 /// Run the worker as `settings` say: Kafka when there is a `[kafka]` section and no `input`,
-/// otherwise JSON Lines from `input` (a file, or `-` for standard input).
+/// otherwise JSON Lines from `input` (a file, or `-` for standard input). The catalogue has
+/// no files to reload and the metrics are this run's own; see [`run_with`].
 pub async fn run(
     settings: &Settings,
     classifier: Classifier,
     input: Option<&Path>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, RunError> {
+    let telemetry = Telemetry::default();
+    let catalogue = LiveCatalogue::new(classifier, None, &telemetry.metrics);
+    run_with(settings, catalogue, &telemetry, input, shutdown).await
+}
+
+/// [`run`], with the catalogue in service (reloaded on SIGHUP, and on file changes when
+/// `[catalogue] watch` is on) and the metrics and health in `telemetry`, served over HTTP when
+/// `[server] listen` is set.
+pub async fn run_with(
+    settings: &Settings,
+    catalogue: LiveCatalogue,
+    telemetry: &Telemetry,
+    input: Option<&Path>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Summary, RunError> {
+    // The server comes first: liveness answers while the input is still being set up.
+    let server = match settings.server.listen {
+        Some(addr) => Some(
+            Server::start(addr, telemetry.clone())
+                .await
+                .map_err(|e| RunError::Setup(e.to_string()))?,
+        ),
+        None => None,
+    };
+    telemetry.health.catalogue_loaded();
+    let poll = settings
+        .catalogue
+        .watch
+        .then_some(settings.catalogue.watch_interval);
+    let watcher = reload::watch(catalogue.clone(), poll, shutdown.clone())
+        .map_err(|e| RunError::Setup(format!("cannot handle SIGHUP: {e}")))?;
+    let result = run_pipeline(settings, catalogue, telemetry, input, shutdown).await;
+    watcher.abort();
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    result
+}
+
+async fn run_pipeline(
+    settings: &Settings,
+    catalogue: LiveCatalogue,
+    telemetry: &Telemetry,
+    input: Option<&Path>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Summary, RunError> {
     let mut sinks: Vec<Arc<dyn TicketSink>> = Vec::new();
     let (mut source, dead_letters): (Box<dyn Source>, Arc<dyn DeadLetterSink>) = match (input, &settings.kafka) {
-        (Some(path), _) => (Box::new(JsonlSource::open(path)?), Arc::new(StderrDeadLetters)),
+        (Some(path), _) => {
+            let source = JsonlSource::open(path)?;
+            telemetry.health.input_assigned(true);
+            (Box::new(source), Arc::new(StderrDeadLetters))
+        }
         (None, Some(k)) => {
             let producer = kafka::producer(k)?;
             let mut topics = vec![k.input_topic.clone(), k.dead_letter_topic.clone()];
@@ -103,7 +165,14 @@ pub async fn run(
                 dead_letters = %k.dead_letter_topic,
                 "joining the consumer group"
             );
-            (Box::new(KafkaSource::subscribe(k, &settings.worker)?), dlq)
+            (
+                Box::new(KafkaSource::subscribe_observed(
+                    k,
+                    &settings.worker,
+                    telemetry.clone(),
+                )?),
+                dlq,
+            )
         }
         (None, None) => {
             return Err(RunError::Setup(
@@ -119,12 +188,13 @@ pub async fn run(
     if settings.sink.stdout || input.is_some() && sinks.is_empty() {
         sinks.push(Arc::new(StdoutSink::new()));
     }
-    let pipeline = Pipeline::new(
-        classifier,
+    let pipeline = Pipeline::with_telemetry(
+        catalogue,
         settings.input.clone(),
         sinks,
         dead_letters,
         settings.worker.clone(),
+        telemetry.clone(),
     );
     pipeline.run(source.as_mut(), shutdown).await
 }
@@ -161,8 +231,14 @@ pub struct Pipeline {
 
 /// What a record's task needs.
 struct Handler {
-    /// Finds the symptoms.
-    classifier: Classifier,
+    /// Finds the symptoms: the catalogue in service when a ticket starts.
+    catalogue: LiveCatalogue,
+    /// Metrics and readiness.
+    telemetry: Telemetry,
+    /// The metric handles of each of `sinks`, in the same order.
+    sink_metrics: Vec<SinkMetrics>,
+    /// The metric handles of the dead-letter sink.
+    dead_letter_metrics: SinkMetrics,
     /// Where the ticket's fields are in a record.
     shape: TicketShape,
     /// Every sink a decision goes to, in order.
@@ -182,7 +258,8 @@ struct Handler {
 }
 
 impl Pipeline {
-    /// A pipeline posting to `sinks`, dead-lettering to `dead_letters`.
+    /// A pipeline posting to `sinks`, dead-lettering to `dead_letters`, with a fixed catalogue
+    /// and metrics of its own.
     pub fn new(
         classifier: Classifier,
         shape: TicketShape,
@@ -190,9 +267,32 @@ impl Pipeline {
         dead_letters: Arc<dyn DeadLetterSink>,
         worker: WorkerSettings,
     ) -> Pipeline {
+        let telemetry = Telemetry::default();
+        let catalogue = LiveCatalogue::new(classifier, None, &telemetry.metrics);
+        Pipeline::with_telemetry(catalogue, shape, sinks, dead_letters, worker, telemetry)
+    }
+
+    /// A pipeline classifying with the catalogue in service in `catalogue`, reporting to
+    /// `telemetry`.
+    pub fn with_telemetry(
+        catalogue: LiveCatalogue,
+        shape: TicketShape,
+        sinks: Vec<Arc<dyn TicketSink>>,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        worker: WorkerSettings,
+        telemetry: Telemetry,
+    ) -> Pipeline {
+        let sink_metrics = sinks
+            .iter()
+            .map(|s| telemetry.metrics.sink(s.name()))
+            .collect();
+        let dead_letter_metrics = telemetry.metrics.sink(DEAD_LETTERS);
         Pipeline {
             handler: Arc::new(Handler {
-                classifier,
+                catalogue,
+                telemetry,
+                sink_metrics,
+                dead_letter_metrics,
                 shape,
                 sinks,
                 dead_letters,
@@ -270,6 +370,7 @@ impl Pipeline {
                     }
                     Some(Ok(record)) => {
                         received += 1;
+                        h.telemetry.metrics.ticket_consumed(&record.source.topic);
                         tasks.spawn(h.clone().handle(record));
                     }
                 },
@@ -278,6 +379,7 @@ impl Pipeline {
 
         // Drain: no new records; the tasks in flight get the drain timeout when a stop was
         // requested (all the time they need when the input simply ended).
+        h.telemetry.health.stopping();
         if let Err(e) = source.pause() {
             debug!("cannot pause the input for the drain: {e}");
         }
@@ -344,7 +446,36 @@ impl Pipeline {
     }
 }
 
+/// What became of one record, for its log line.
+struct Report {
+    /// Where it ended.
+    outcome: Outcome,
+    /// The ticket id, once decoded.
+    ticket: Option<String>,
+    /// The symptoms found, comma-separated (empty: none, or not classified).
+    symptoms: String,
+    /// Why it was dead-lettered (the error class).
+    reason: Option<&'static str>,
+}
+
+impl Report {
+    fn new(outcome: Outcome) -> Report {
+        Report {
+            outcome,
+            ticket: None,
+            symptoms: String::new(),
+            reason: None,
+        }
+    }
+
+    fn of(mut self, ticket: &Ticket) -> Report {
+        self.ticket = Some(ticket.id.clone());
+        self
+    }
+}
+
 /// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     /// Every sink took the decision.
     Decided,
@@ -363,8 +494,33 @@ impl Handler {
 
     /// One record, start to end.
     async fn handle(self: Arc<Self>, record: Record) {
-        let outcome = self.process(&record).await;
-        let counter = match outcome {
+        let _inflight = self.telemetry.metrics.ticket_started();
+        let report = self.process(&record).await;
+        let src = &record.source;
+        let ticket = report.ticket.as_deref().unwrap_or("");
+        let outcome = report.outcome.word();
+        match report.reason {
+            None => info!(
+                ticket,
+                topic = %src.topic,
+                partition = src.partition,
+                offset = src.offset,
+                symptoms = report.symptoms.as_str(),
+                outcome,
+                "ticket handled"
+            ),
+            Some(reason) => info!(
+                ticket,
+                topic = %src.topic,
+                partition = src.partition,
+                offset = src.offset,
+                symptoms = report.symptoms.as_str(),
+                outcome,
+                reason,
+                "ticket handled"
+            ),
+        }
+        let counter = match report.outcome {
             Outcome::Decided => &self.decided,
             Outcome::DeadLettered => &self.dead_lettered,
             Outcome::Skipped => &self.skipped,
@@ -375,7 +531,7 @@ impl Handler {
         record.ack.done();
     }
 
-    async fn process(&self, record: &Record) -> Outcome {
+    async fn process(&self, record: &Record) -> Report {
         // decode: bytes -> ticket; what does not decode goes to the dead letters.
         let ticket = match self
             .shape
@@ -386,34 +542,48 @@ impl Handler {
         };
         // loop prevention: skip events triage caused itself.
         if self.is_own(&ticket) {
-            debug!(ticket = %ticket.id, "skipped: triage's own change");
-            return Outcome::Skipped;
+            return Report::new(Outcome::Skipped).of(&ticket);
         }
-        // classify: find the symptoms and build the decision.
+        // classify: with the catalogue in service now, kept until this ticket is done.
+        let active = self.catalogue.current();
+        let started = std::time::Instant::now();
         let decision = Decision::new(
-            self.classifier.catalog(),
+            active.classifier.catalog(),
             &ticket,
-            self.classifier.classify(ticket.text()),
+            active.classifier.classify(ticket.text()),
         );
+        active
+            .metrics
+            .ticket_classified(&decision.symptoms, started.elapsed());
+        let symptoms = decision
+            .symptoms
+            .iter()
+            .map(|f| f.id.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         // post: every sink, each retried until it takes the decision or refuses it for good.
         let delivery = Delivery {
             ticket: &ticket,
             decision: &decision,
             source: &record.source,
         };
-        for sink in &self.sinks {
-            match self.retrying(sink.name(), || sink.post(delivery)).await {
+        for (sink, metrics) in self.sinks.iter().zip(&self.sink_metrics) {
+            match self.retrying(metrics, || sink.post(delivery)).await {
                 Ok(()) => {}
                 Err(SinkError::Permanent { message }) => {
                     let message =
                         format!("{} refused ticket {}: {message}", sink.name(), ticket.id);
-                    return self.dead_letter(record, "sink_rejected", &message).await;
+                    let mut r = self.dead_letter(record, "sink_rejected", &message).await;
+                    r.symptoms = symptoms;
+                    return r.of(&ticket);
                 }
-                Err(e) => return self.fail(e),
+                Err(e) => return self.fail(e).of(&ticket),
             }
         }
-        debug!(ticket = %ticket.id, symptoms = decision.symptoms.len(), "decided");
-        Outcome::Decided
+        Report {
+            symptoms,
+            ..Report::new(Outcome::Decided).of(&ticket)
+        }
     }
 
     fn is_own(&self, t: &Ticket) -> bool {
@@ -427,7 +597,7 @@ impl Handler {
                 .any(|tag| tag.eq_ignore_ascii_case(&self.worker.marker_tag))
     }
 
-    async fn dead_letter(&self, record: &Record, class: &str, message: &str) -> Outcome {
+    async fn dead_letter(&self, record: &Record, class: &'static str, message: &str) -> Report {
         let letter = DeadLetter {
             source: &record.source,
             key: record.key.as_deref(),
@@ -435,36 +605,46 @@ impl Handler {
             class,
             message,
         };
-        debug!(topic = %record.source.topic, partition = record.source.partition, offset = record.source.offset, class, "dead letter");
         match self
-            .retrying("dead-letter", || self.dead_letters.send(letter))
+            .retrying(&self.dead_letter_metrics, || self.dead_letters.send(letter))
             .await
         {
-            Ok(()) => Outcome::DeadLettered,
+            Ok(()) => {
+                self.telemetry.metrics.dead_lettered(class);
+                Report {
+                    reason: Some(class),
+                    ..Report::new(Outcome::DeadLettered)
+                }
+            }
             Err(e) => self.fail(e),
         }
     }
 
-    fn fail(&self, e: SinkError) -> Outcome {
+    fn fail(&self, e: SinkError) -> Report {
         error!("{e}; stopping");
         let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
         f.get_or_insert_with(|| e.to_string());
-        Outcome::Abandoned
+        Report::new(Outcome::Abandoned)
     }
 
     /// Call `attempt` until it succeeds or fails for good, waiting between tries (exponential
     /// backoff with full jitter, or the delay the other side asked for). While this ticket
     /// waits, the loop keeps intake paused.
-    async fn retrying<F, Fut>(&self, what: &str, mut attempt: F) -> Result<(), SinkError>
+    async fn retrying<F, Fut>(&self, metrics: &SinkMetrics, mut attempt: F) -> Result<(), SinkError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), SinkError>>,
     {
+        let what = metrics.name();
         let mut delay = self.worker.retry_initial;
         let mut waiting: Option<RetryGuard<'_>> = None;
         loop {
-            match attempt().await {
+            let started = std::time::Instant::now();
+            let result = attempt().await;
+            metrics.request(&result, started.elapsed());
+            match result {
                 Err(e) if e.is_retryable() => {
+                    metrics.retry(&e);
                     if waiting.is_none() {
                         waiting = Some(RetryGuard::new(&self.retrying, what, &e));
                     }
@@ -478,6 +658,18 @@ impl Handler {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+impl Outcome {
+    /// The word in the `outcome` log field.
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Decided => "decided",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Skipped => "skipped",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
@@ -622,6 +814,118 @@ mod tests {
                 abandoned: 0
             }
         );
+    }
+
+    /// Lines handed over one at a time (the source waits for the next one like on a pipe).
+    struct ChanReader(std::sync::mpsc::Receiver<Vec<u8>>, Vec<u8>);
+
+    impl std::io::Read for ChanReader {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.1.is_empty() {
+                match self.0.recv() {
+                    Ok(line) => self.1 = line,
+                    Err(_) => return Ok(0),
+                }
+            }
+            let n = out.len().min(self.1.len());
+            out[..n].copy_from_slice(&self.1[..n]);
+            self.1.drain(..n);
+            Ok(n)
+        }
+    }
+
+    /// Holds ticket `a` until released; records (ticket, catalogue version) of every post.
+    #[derive(Default)]
+    struct Gate {
+        entered: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+        posted: Mutex<Vec<(String, String, Vec<String>)>>,
+    }
+
+    #[async_trait]
+    impl TicketSink for Gate {
+        fn name(&self) -> &str {
+            "gate"
+        }
+        async fn post(&self, d: Delivery<'_>) -> Result<(), SinkError> {
+            if d.ticket.id == "a" {
+                self.entered.notify_one();
+                self.release.notified().await;
+            }
+            self.posted.lock().unwrap().push((
+                d.ticket.id.clone(),
+                d.decision.catalogue.version.clone(),
+                d.decision.symptoms.iter().map(|f| f.id.clone()).collect(),
+            ));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ticket_in_flight_finishes_with_the_catalogue_it_started_with() {
+        let cat = |version: &str, phrase: &str| {
+            format!(
+                "[catalogue]\nname = \"mini\"\nversion = \"{version}\"\n\n[[symptom]]\nid = \"printer-jam\"\ntitle = \"Printer jam\"\nkeywords = [\"{phrase}\"]\nchecks = [\"c\"]\nfix = \"f\"\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mini.toml");
+        std::fs::write(&file, cat("1", "paper jam")).unwrap();
+        let telemetry = Telemetry::default();
+        let live = LiveCatalogue::new(
+            Classifier::new(Catalog::load(dir.path()).unwrap()).unwrap(),
+            Some(dir.path().to_path_buf()),
+            &telemetry.metrics,
+        );
+        let gate = Arc::new(Gate::default());
+        let p = Pipeline::with_telemetry(
+            live.clone(),
+            TicketShape::preset(Preset::Plain, 1000),
+            vec![gate.clone()],
+            Arc::new(Letters::default()),
+            worker(),
+            telemetry.clone(),
+        );
+        let (lines, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut src = JsonlSource::from_reader("pipe", ChanReader(rx, Vec::new()));
+        let (_tx, stop) = watch::channel(false);
+        let run = tokio::spawn(async move { p.run(&mut src, stop).await });
+
+        lines
+            .send(b"{\"id\": \"a\", \"body\": \"paper jam in tray 2\"}\n".to_vec())
+            .unwrap();
+        gate.entered.notified().await;
+        // Ticket a is classified and waits in the sink: reload to version 2, which no longer
+        // knows "paper jam" but "toner empty".
+        std::fs::write(&file, cat("2", "toner empty")).unwrap();
+        live.reload("test").unwrap();
+        gate.release.notify_one();
+        lines
+            .send(b"{\"id\": \"b\", \"body\": \"paper jam, and the toner empty\"}\n".to_vec())
+            .unwrap();
+        drop(lines);
+        let summary = run.await.unwrap().unwrap();
+        assert_eq!(summary.decided, 2);
+
+        let mut posted = gate.posted.lock().unwrap().clone();
+        posted.sort();
+        assert_eq!(
+            posted,
+            vec![
+                ("a".into(), "1".into(), vec!["printer-jam".to_string()]),
+                ("b".into(), "2".into(), vec!["printer-jam".to_string()]),
+            ]
+        );
+        let text = telemetry.metrics.render();
+        for line in [
+            "triage_tickets_classified_total{symptom=\"printer-jam\"} 2",
+            "triage_tickets_consumed_total{topic=\"pipe\"} 2",
+            "triage_sink_requests_total{outcome=\"ok\",sink=\"gate\"} 2",
+            "triage_inflight_tickets 0",
+            "triage_catalogue_reloads_total{result=\"ok\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! for the revoked partitions' records to finish, commits what is done, and forgets them;
 //! acknowledgements arriving later for those partitions are ignored (another member will
 //! handle the records again). On a lost assignment nothing is committed.
+//!
+//! librdkafka's statistics (every `statistics.interval.ms`, 5 s unless configured) give the
+//! consumer lag of each partition held (`triage_consumer_lag`) and the group state, which with
+//! the rebalance callbacks drives readiness (`/readyz`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,6 +28,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tracing::{debug, info, warn};
@@ -31,6 +36,7 @@ use tracing::{debug, info, warn};
 use super::{Ack, AckToken, Acknowledge, Record, Source, SourceError};
 use crate::config::{KafkaSettings, WorkerSettings};
 use crate::decision::SourceRef;
+use crate::server::Telemetry;
 
 /// The consumer's client configuration (never logged: it may hold secrets).
 pub fn consumer_config(k: &KafkaSettings, w: &WorkerSettings) -> ClientConfig {
@@ -47,7 +53,8 @@ pub fn consumer_config(k: &KafkaSettings, w: &WorkerSettings) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        .set("statistics.interval.ms", "5000");
     apply(&mut c, k, &k.consumer_properties);
     c
 }
@@ -191,6 +198,8 @@ struct Shared {
     /// The consumer, to store offsets from acknowledgements. Weak: the source owns it and
     /// must be able to close it at shutdown even while abandoned tasks still hold acks.
     consumer: Mutex<Weak<StreamConsumer<Ctx>>>,
+    /// Where consumer lag and group membership are reported.
+    telemetry: Telemetry,
 }
 
 impl Shared {
@@ -369,7 +378,40 @@ pub struct Ctx {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// A statistics report: the lag of every partition held, and whether the group is up.
+    fn stats(&self, s: Statistics) {
+        let sh = &self.shared;
+        if let Some(g) = &s.cgrp {
+            if g.state != "up" {
+                sh.telemetry.health.input_assigned(false);
+            } else if g.join_state == "steady" {
+                sh.telemetry.health.input_assigned(true);
+            }
+        }
+        let mut held: Vec<i32> = sh.lock().parts.keys().copied().collect();
+        held.sort_unstable();
+        let lags: Vec<(i32, i64)> = match s.topics.get(&sh.topic) {
+            Some(t) => held
+                .iter()
+                .filter_map(|p| {
+                    let x = t.partitions.get(p)?;
+                    // Nothing committed yet: everything from the start is still to be read
+                    // (auto.offset.reset = earliest).
+                    let lag = match x.consumer_lag {
+                        -1 if x.committed_offset < 0 && x.lo_offset >= 0 => {
+                            x.hi_offset - x.lo_offset
+                        }
+                        lag => lag,
+                    };
+                    (lag >= 0).then_some((*p, lag))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        sh.telemetry.metrics.consumer_lag(&sh.topic, &lags);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -386,6 +428,9 @@ impl ConsumerContext for Ctx {
         }
         let lost = base.assignment_lost();
         info!(?partitions, lost, "partitions revoked");
+        if lost {
+            self.shared.telemetry.health.input_assigned(false);
+        }
         let wait = || self.shared.revoke(&partitions, !lost);
         // Waiting blocks this thread: let the runtime move its other tasks elsewhere.
         let commit = match tokio::runtime::Handle::try_current() {
@@ -417,6 +462,7 @@ impl ConsumerContext for Ctx {
                     .collect();
                 info!(?partitions, "partitions assigned");
                 self.shared.assigned(&partitions);
+                self.shared.telemetry.health.input_assigned(true);
                 if self.shared.paused.load(Ordering::Acquire) {
                     if let Err(e) = base.pause(tpl) {
                         warn!("cannot pause newly assigned partitions: {e}");
@@ -450,7 +496,17 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Create the consumer and subscribe to the input topic.
     pub fn subscribe(k: &KafkaSettings, w: &WorkerSettings) -> Result<KafkaSource, SourceError> {
+        KafkaSource::subscribe_observed(k, w, Telemetry::default())
+    }
+
+    /// [`KafkaSource::subscribe`], reporting consumer lag and group membership to `telemetry`.
+    pub fn subscribe_observed(
+        k: &KafkaSettings,
+        w: &WorkerSettings,
+        telemetry: Telemetry,
+    ) -> Result<KafkaSource, SourceError> {
         let shared = Arc::new(Shared {
+            telemetry,
             topic: k.input_topic.clone(),
             tracker: Mutex::default(),
             progress: Condvar::new(),
@@ -575,6 +631,7 @@ mod tests {
             closing: AtomicBool::new(false),
             revoke_wait: Duration::from_millis(10),
             consumer: Mutex::new(Weak::new()),
+            telemetry: Telemetry::default(),
         }
     }
 

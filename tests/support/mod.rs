@@ -351,6 +351,8 @@ impl Setup {
 pub struct Worker {
     pub child: Child,
     pub log: PathBuf,
+    /// Where its standard output goes, when kept.
+    pub out: Option<PathBuf>,
 }
 
 impl Worker {
@@ -366,7 +368,47 @@ impl Worker {
             .stderr(err)
             .spawn()
             .expect("start triage run");
-        Worker { child, log }
+        Worker {
+            child,
+            log,
+            out: None,
+        }
+    }
+
+    /// `triage run --config FILE ARGS…` with extra environment variables; standard output in
+    /// `{name}.out` and standard error in `{name}.log` beside the config.
+    pub fn start_with(config: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        let log = config.with_file_name(format!("{name}.log"));
+        let out = config.with_file_name(format!("{name}.out"));
+        let child = Command::new(env!("CARGO_BIN_EXE_triage"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start triage run");
+        Worker {
+            child,
+            log,
+            out: Some(out),
+        }
+    }
+
+    /// What it printed on standard output (when started with [`Worker::start_with`]).
+    pub fn out_text(&self) -> String {
+        self.out
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The address of its /metrics server, from its start-up log line.
+    pub fn metrics_addr(&mut self, timeout: Duration) -> String {
+        self.wait_log("serving /metrics", timeout);
+        server_addr(&self.log_text()).expect("address in the log")
     }
 
     pub fn signal(&self, sig: i32) {
@@ -436,4 +478,47 @@ impl Drop for Worker {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The address in a log's "serving /metrics … on http://ADDR" line (human or JSON format).
+pub fn server_addr(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+    let rest = line.split("http://").nth(1)?;
+    Some(
+        rest.chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect(),
+    )
+}
+
+/// `GET http://{addr}{path}`: (status, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// Percent-encoding of a URL query value.
+pub fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of one sample in Prometheus text format (`name{labels}` exactly as rendered).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
