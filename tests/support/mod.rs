@@ -3,6 +3,8 @@
 //! process that can be signalled.
 #![allow(dead_code)]
 
+pub mod ticketing;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
