@@ -1347,6 +1347,59 @@ dead_letter_topic = "tickets-dlq"
     }
 
     #[test]
+    fn sink_sections_validate_urls_secrets_and_keys() {
+        std::env::set_var("TRIAGE_TEST_ZD_TOKEN", "zd-very-secret");
+        let zd = "[sink.zendesk]\nbase_url = \"https://acme.zendesk.com\"\nemail = \"bot@acme.example\"\napi_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n";
+        let s = parse(&format!("{KAFKA}{zd}")).unwrap();
+        let z = s.sink.zendesk.as_ref().unwrap();
+        assert_eq!(z.api.mode, Mode::TagAndNote);
+        assert_eq!(z.api.limits.requests_per_minute, DEFAULT_RPM_ZENDESK);
+        assert!(!z.api.allow_public_reply);
+        match &z.api.auth {
+            HttpAuth::Basic { user, password } => {
+                assert_eq!(user.expose(), "bot@acme.example/token");
+                assert_eq!(password.expose(), "zd-very-secret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{s:?}").contains("zd-very-secret"));
+
+        // Plain http only on loopback.
+        let e = parse(&zd.replace("https://acme", "http://acme"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("triage.toml:2: sink.zendesk.base_url: ") && e.contains("loopback"),
+            "{e}"
+        );
+        assert!(parse(&zd.replace("https://acme.zendesk.com", "http://127.0.0.1:8080")).is_ok());
+        // Unknown keys, modes, units.
+        let e = parse(&format!("{zd}timeout = 5\n")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `timeout`"), "{e}");
+        let e = parse(&format!("{zd}mode = \"notes\"\n")).unwrap_err().to_string();
+        assert!(e.contains("sink.zendesk.mode"), "{e}");
+        assert_eq!(
+            parse(&format!("{zd}mode = \"shadow\"\n")).unwrap().sink.zendesk.unwrap().api.mode,
+            Mode::Shadow
+        );
+        let e = parse(&format!("{zd}oauth_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse("[sink.servicenow]\nbase_url = \"https://x.service-now.com\"\nsymptom_field = \"work_notes\"\nusername = \"u\"\npassword_env = \"TRIAGE_TEST_ZD_TOKEN\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sink.servicenow.symptom_field"), "{e}");
+        let e = parse("[sink.freshdesk]\nbase_url = \"https://x.freshdesk.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_key_env"), "{e}");
+        // A post-back sink is somewhere to write.
+        let text = KAFKA.replace("decisions_topic = \"decisions\"\n", "");
+        assert!(parse(&format!("{text}{zd}")).is_ok());
+    }
+
+    #[test]
     fn kafka_needs_somewhere_to_write() {
         let text = KAFKA.replace("decisions_topic = \"decisions\"\n", "");
         let e = parse(&text).unwrap_err().to_string();

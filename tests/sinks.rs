@@ -786,3 +786,66 @@ async fn half_done_jira() {
 async fn half_done_freshdesk() {
     half_done_ticket_gets_tags_only(Vendor::Freshdesk).await
 }
+
+// ----- the generic webhook --------------------------------------------------------------------
+
+#[tokio::test]
+async fn webhook_posts_the_decision_signed_with_hmac_sha256() {
+    use hmac::{Hmac, Mac};
+    type Got = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+    let got: Got = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap, b: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push((h, b.to_vec()));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "hook-key\n").unwrap();
+    let cfg = |mode: &str| {
+        Settings::parse(
+            &format!(
+                "[sink.webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\nsigning_secret_file = \"{}\"\nmode = \"{mode}\"\n",
+                key.display()
+            ),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+    };
+    let sinks = ticketing_sinks(&cfg("shadow"), &classifier()).unwrap();
+    let line = json!({"id": "9", "body": BODY}).to_string();
+    let (s, _) = run(sinks[0].clone(), &[line.clone()], worker(10, 100)).await;
+    assert_eq!(s, decided(1));
+    assert!(got.lock().unwrap().is_empty(), "shadow mode posted");
+
+    let sinks = ticketing_sinks(&cfg("tag+note"), &classifier()).unwrap();
+    let (s, _) = run(sinks[0].clone(), &[line], worker(10, 100)).await;
+    assert_eq!(s, decided(1));
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let (h, body) = &got[0];
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["id"], "9");
+    assert_eq!(v["source"], json!({"topic": "t.jsonl", "partition": 0, "offset": 1}));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook-key").unwrap();
+    mac.update(body);
+    let sig = h["x-triage-signature-256"].to_str().unwrap();
+    let hex = sig.strip_prefix("sha256=").expect("sha256= prefix");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    mac.verify_slice(&bytes).expect("the signature verifies over the raw body");
+    assert_eq!(h["idempotency-key"], "triage-t.jsonl-0-1");
+    assert_eq!(h["content-type"], "application/json");
+}
+

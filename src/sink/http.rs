@@ -8,7 +8,8 @@
 //!   server's `Retry-After` (seconds or an HTTP date) when it sent one. The pipeline pauses
 //!   intake and retries the ticket with exponential backoff and full jitter, or after exactly
 //!   the delay the server asked for. A `Retry-After` also puts the whole sink on hold: until it
-//!   has passed, no request of this sink is sent (a call fails at once with the time left).
+//!   has passed, no request of this sink is sent; other tickets' requests wait for it in their
+//!   own tasks (up to a minute; a longer hold fails them as retryable).
 //! - A rate limit the server says concerns one resource only (Jira's per-issue write limit) is
 //!   waited out inside that ticket's task: other tickets go on and intake is not paused.
 //! - Any other 4xx: [`SinkError::Permanent`] with the status and the start of the response body;
@@ -38,8 +39,8 @@ use crate::config::{HttpAuth, SinkLimits};
 /// Longest response body kept in a dead-letter message, in bytes.
 pub const MAX_ERROR_BODY_BYTES: usize = 512;
 
-/// Longest wait for a per-resource rate limit that is waited out inside the ticket's task;
-/// a longer one becomes a retryable error (and pauses intake) instead.
+/// Longest wait for a hold (a per-resource rate limit, or another request's `Retry-After`)
+/// that is waited out inside the ticket's task; a longer one becomes a retryable error.
 const MAX_SCOPED_WAIT: Duration = Duration::from_secs(60);
 
 /// How many per-resource rate limits one request waits out before giving up for now.
@@ -278,15 +279,23 @@ impl Api {
     pub async fn send(&self, call: &Call) -> Result<Reply, SinkError> {
         let mut scoped_waits = 0u32;
         loop {
-            // The server asked everyone to wait: fail now, the pipeline waits and pauses intake.
+            // The server asked everyone to wait (the ticket whose request got the 429 or 503
+            // is already being retried by the pipeline, which paused intake). Other tickets
+            // wait here, in their own tasks, like for the rate limiter: failing them would make
+            // each restart its steps from the beginning, and under a steady trickle of 429s no
+            // ticket would ever finish. A very long hold is handed to the pipeline instead.
             if let Some(left) = self.holds.global_left() {
-                return Err(SinkError::Retryable {
-                    message: format!(
-                        "{}: {}: holding off as the server asked (Retry-After)",
-                        self.name, call.what
-                    ),
-                    retry_after: Some(left),
-                });
+                if left > MAX_SCOPED_WAIT {
+                    return Err(SinkError::Retryable {
+                        message: format!(
+                            "{}: {}: holding off as the server asked (Retry-After)",
+                            self.name, call.what
+                        ),
+                        retry_after: Some(left),
+                    });
+                }
+                sleep(left).await;
+                continue;
             }
             // A limit on this resource only: wait here; other tickets are not held up.
             if let Some(scope) = &call.scope {
@@ -321,6 +330,11 @@ impl Api {
                     retry_after: Some(left),
                 })?;
             self.limiter.acquire().await;
+            // A Retry-After may have arrived while this request waited for its slot.
+            if self.holds.global_left().is_some() {
+                permit.neutral();
+                continue;
+            }
 
             let mut req = self
                 .client
