@@ -1374,12 +1374,22 @@ dead_letter_topic = "tickets-dlq"
         );
         assert!(parse(&zd.replace("https://acme.zendesk.com", "http://127.0.0.1:8080")).is_ok());
         // Unknown keys, modes, units.
-        let e = parse(&format!("{zd}timeout = 5\n")).unwrap_err().to_string();
+        let e = parse(&format!("{zd}timeout = 5\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `timeout`"), "{e}");
-        let e = parse(&format!("{zd}mode = \"notes\"\n")).unwrap_err().to_string();
+        let e = parse(&format!("{zd}mode = \"notes\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sink.zendesk.mode"), "{e}");
         assert_eq!(
-            parse(&format!("{zd}mode = \"shadow\"\n")).unwrap().sink.zendesk.unwrap().api.mode,
+            parse(&format!("{zd}mode = \"shadow\"\n"))
+                .unwrap()
+                .sink
+                .zendesk
+                .unwrap()
+                .api
+                .mode,
             Mode::Shadow
         );
         let e = parse(&format!("{zd}oauth_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n"))

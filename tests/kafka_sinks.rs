@@ -67,17 +67,24 @@ async fn zendesk_gets_one_note_and_the_tags_per_ticket_through_429s_and_503s() {
         .map(|i| {
             let mut v: serde_json::Value = serde_json::from_slice(&ticket_json(i)).unwrap();
             v["id"] = serde_json::json!(zid(i));
-            (Some(zid(i).into_bytes()), Some(serde_json::to_vec(&v).unwrap()))
+            (
+                Some(zid(i).into_bytes()),
+                Some(serde_json::to_vec(&v).unwrap()),
+            )
         })
         .collect();
     produce(&s.input, records.clone()).await;
     produce(&s.input, records).await;
 
-    decisions.wait_for("every event decided", Duration::from_secs(120), |c| c.len() >= 2 * N);
+    decisions.wait_for("every event decided", Duration::from_secs(120), |c| {
+        c.len() >= 2 * N
+    });
     // The decisions topic comes first; wait until Zendesk has every marker, then a little
     // longer for anything written twice to show.
     let c = Classifier::new(Catalog::builtin()).unwrap();
-    let want: Vec<usize> = (0..N).filter(|&i| !expected(&c, i).symptoms.is_empty()).collect();
+    let want: Vec<usize> = (0..N)
+        .filter(|&i| !expected(&c, i).symptoms.is_empty())
+        .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while !want.iter().all(|&i| {
         server
@@ -91,7 +98,11 @@ async fn zendesk_gets_one_note_and_the_tags_per_ticket_through_429s_and_503s() {
             "not every ticket was written back in time\n{}",
             w.log_text()
         );
-        assert!(w.child.try_wait().unwrap().is_none(), "worker exited\n{}", w.log_text());
+        assert!(
+            w.child.try_wait().unwrap().is_none(),
+            "worker exited\n{}",
+            w.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -104,7 +115,10 @@ async fn zendesk_gets_one_note_and_the_tags_per_ticket_through_429s_and_503s() {
         let d = expected(&c, i);
         let t = server.ticket(&zid(i));
         if d.symptoms.is_empty() {
-            assert!(t.notes.is_empty() && t.tags.is_empty(), "ticket {i}: nothing to write, got {t:?}");
+            assert!(
+                t.notes.is_empty() && t.tags.is_empty(),
+                "ticket {i}: nothing to write, got {t:?}"
+            );
             continue;
         }
         with_symptoms += 1;
@@ -117,14 +131,23 @@ async fn zendesk_gets_one_note_and_the_tags_per_ticket_through_429s_and_503s() {
         tags.sort();
         assert_eq!(got, tags, "ticket {i}");
     }
-    assert!(with_symptoms >= N / 2, "too few tickets with symptoms to test anything");
+    assert!(
+        with_symptoms >= N / 2,
+        "too few tickets with symptoms to test anything"
+    );
     let log = server.log();
     let by_status: HashMap<u16, usize> = log.iter().fold(HashMap::new(), |mut m, s| {
         *m.entry(s.status).or_default() += 1;
         m
     });
-    assert!(by_status.get(&429).copied().unwrap_or(0) >= 5, "{by_status:?}");
-    assert!(by_status.get(&503).copied().unwrap_or(0) >= 5, "{by_status:?}");
+    assert!(
+        by_status.get(&429).copied().unwrap_or(0) >= 5,
+        "{by_status:?}"
+    );
+    assert!(
+        by_status.get(&503).copied().unwrap_or(0) >= 5,
+        "{by_status:?}"
+    );
     // After a 429 with Retry-After: 1, nothing was sent for a second.
     for (i, s) in log.iter().enumerate() {
         if s.status == 429 {
@@ -139,7 +162,10 @@ async fn zendesk_gets_one_note_and_the_tags_per_ticket_through_429s_and_503s() {
     }
     server.assert_clean();
     let log = w.log_text();
-    assert!(log.contains("sink=\"zendesk\"") || log.contains("sink=zendesk"), "{log}");
+    assert!(
+        log.contains("sink=\"zendesk\"") || log.contains("sink=zendesk"),
+        "{log}"
+    );
     assert!(!log.contains("e2e-token"), "the token leaked into the log");
     eprintln!("end to end: {} requests, {by_status:?}", server.log().len());
 }

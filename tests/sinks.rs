@@ -823,7 +823,12 @@ async fn webhook_posts_the_decision_signed_with_hmac_sha256() {
     };
     let sinks = ticketing_sinks(&cfg("shadow"), &classifier()).unwrap();
     let line = json!({"id": "9", "body": BODY}).to_string();
-    let (s, _) = run(sinks[0].clone(), &[line.clone()], worker(10, 100)).await;
+    let (s, _) = run(
+        sinks[0].clone(),
+        std::slice::from_ref(&line),
+        worker(10, 100),
+    )
+    .await;
     assert_eq!(s, decided(1));
     assert!(got.lock().unwrap().is_empty(), "shadow mode posted");
 
@@ -835,7 +840,10 @@ async fn webhook_posts_the_decision_signed_with_hmac_sha256() {
     let (h, body) = &got[0];
     let v: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(v["id"], "9");
-    assert_eq!(v["source"], json!({"topic": "t.jsonl", "partition": 0, "offset": 1}));
+    assert_eq!(
+        v["source"],
+        json!({"topic": "t.jsonl", "partition": 0, "offset": 1})
+    );
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook-key").unwrap();
     mac.update(body);
     let sig = h["x-triage-signature-256"].to_str().unwrap();
@@ -844,8 +852,8 @@ async fn webhook_posts_the_decision_signed_with_hmac_sha256() {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    mac.verify_slice(&bytes).expect("the signature verifies over the raw body");
+    mac.verify_slice(&bytes)
+        .expect("the signature verifies over the raw body");
     assert_eq!(h["idempotency-key"], "triage-t.jsonl-0-1");
     assert_eq!(h["content-type"], "application/json");
 }
-
