@@ -540,10 +540,10 @@ pub const DEFAULT_RPM_SERVICENOW: u32 = 60;
 /// See [`DEFAULT_RPM_ZENDESK`].
 pub const DEFAULT_RPM_FRESHDESK: u32 = 40;
 /// See [`DEFAULT_RPM_ZENDESK`].
-pub const DEFAULT_RPM_WEBHOOK: u32 = 600;
+pub const DEFAULT_RPM_WEBHOOK: u32 = 6000;
 const DEFAULT_SINK_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_BREAKER_FAILURES: u32 = 5;
-const DEFAULT_BREAKER_OPEN_MS: u64 = 30_000;
+const DEFAULT_BREAKER_OPEN_MS: u64 = 10_000;
 
 /// Properties that have their own key or that the worker's guarantees depend on.
 const RESERVED: &[(&str, &str)] = &[
