@@ -147,24 +147,173 @@ impl Default for WorkerSettings {
     }
 }
 
-/// The `[sink]` section.
+/// The `[sink]` section: every sink configured here runs, each decision goes to all of them.
 #[derive(Debug, Clone, Default)]
 pub struct SinkSettings {
     /// Print each decision on standard output as one JSON line.
     pub stdout: bool,
     /// POST each decision to an HTTP endpoint.
     pub webhook: Option<WebhookSettings>,
+    /// Tags and an internal note in Zendesk.
+    pub zendesk: Option<ZendeskSettings>,
+    /// Labels and an internal comment in Jira Service Management.
+    pub jira: Option<JiraSettings>,
+    /// A work note and a symptom field in ServiceNow.
+    pub servicenow: Option<ServiceNowSettings>,
+    /// Tags and a private note in Freshdesk.
+    pub freshdesk: Option<FreshdeskSettings>,
+}
+
+impl SinkSettings {
+    /// Whether any sink besides the decisions topic is configured.
+    pub fn any(&self) -> bool {
+        self.stdout
+            || self.webhook.is_some()
+            || self.zendesk.is_some()
+            || self.jira.is_some()
+            || self.servicenow.is_some()
+            || self.freshdesk.is_some()
+    }
+}
+
+/// What a post-back sink writes on a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Mode {
+    /// Decide and record (logs, decisions topic), write nothing to the ticketing system.
+    #[serde(rename = "shadow")]
+    Shadow,
+    /// The symptoms' tags (and the marker tag).
+    #[serde(rename = "tag")]
+    Tag,
+    /// The note (and the marker tag).
+    #[serde(rename = "note")]
+    Note,
+    /// Both.
+    #[serde(rename = "tag+note")]
+    TagAndNote,
+}
+
+impl Mode {
+    /// Whether the symptoms' tags are written.
+    pub fn tags(self) -> bool {
+        matches!(self, Mode::Tag | Mode::TagAndNote)
+    }
+    /// Whether the note is written.
+    pub fn note(self) -> bool {
+        matches!(self, Mode::Note | Mode::TagAndNote)
+    }
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Shadow => "shadow",
+            Mode::Tag => "tag",
+            Mode::Note => "note",
+            Mode::TagAndNote => "tag+note",
+        }
+    }
+}
+
+/// How a sink authenticates. Every value is a [`Secret`]: never printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAuth {
+    /// No `Authorization` header.
+    None,
+    /// `Authorization: Basic base64(user:password)`.
+    Basic {
+        /// The user part (for Zendesk `{email}/token`, for Freshdesk the API key).
+        user: Secret,
+        /// The password part (a token, a password, or Freshdesk's `X`).
+        password: Secret,
+    },
+    /// `Authorization: Bearer {token}` (OAuth).
+    Bearer(Secret),
+}
+
+/// Protections every HTTP sink has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkLimits {
+    /// Per-request timeout (connect, send, receive); a timeout is retried.
+    pub timeout: Duration,
+    /// Requests per minute at most (all of this sink's requests).
+    pub requests_per_minute: u32,
+    /// Consecutive failures (5xx, 408, timeouts, connection errors) that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker refuses calls before it lets one probe through.
+    pub breaker_open_for: Duration,
+}
+
+/// What every ticketing-system sink is configured with.
+#[derive(Debug, Clone)]
+pub struct PostBackSettings {
+    /// The system's base URL (https, or http on loopback only), checked at start-up.
+    pub base_url: reqwest::Url,
+    /// Credentials.
+    pub auth: HttpAuth,
+    /// What to write.
+    pub mode: Mode,
+    /// Post the note as a public reply when the catalogue asks for one (default: never).
+    pub allow_public_reply: bool,
+    /// Rate limit, timeout, circuit breaker.
+    pub limits: SinkLimits,
+}
+
+/// The `[sink.zendesk]` section.
+#[derive(Debug, Clone)]
+pub struct ZendeskSettings {
+    /// Base URL, credentials (`{email}/token:{token}` or OAuth), mode, limits.
+    pub api: PostBackSettings,
+}
+
+/// The `[sink.jira]` section.
+#[derive(Debug, Clone)]
+pub struct JiraSettings {
+    /// Base URL, credentials (`email:api_token` or OAuth), mode, limits.
+    pub api: PostBackSettings,
+}
+
+/// How ServiceNow tickets are identified in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceNowId {
+    /// The ticket id is the record's `sys_id`.
+    SysId,
+    /// The ticket id is the record's `number` (INC0010001); triage looks the sys_id up.
+    Number,
+}
+
+/// The `[sink.servicenow]` section.
+#[derive(Debug, Clone)]
+pub struct ServiceNowSettings {
+    /// Base URL, credentials (basic or OAuth), mode, limits.
+    pub api: PostBackSettings,
+    /// The table the tickets live in (`incident`).
+    pub table: String,
+    /// The field that receives the symptom ids; it also marks the record as handled.
+    pub symptom_field: String,
+    /// Whether ticket ids are sys_ids or numbers.
+    pub ticket_id: ServiceNowId,
+}
+
+/// The `[sink.freshdesk]` section.
+#[derive(Debug, Clone)]
+pub struct FreshdeskSettings {
+    /// Base URL, credentials (`{api_key}:X`), mode, limits.
+    pub api: PostBackSettings,
 }
 
 /// The `[sink.webhook]` section.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    /// Where to POST (http or https).
+    /// Where to POST (https, or http on loopback only).
     pub url: String,
-    /// Per-request timeout; a timeout is retried.
-    pub timeout: Duration,
     /// Sent as `Authorization: Bearer …` when set.
     pub bearer_token: Option<Secret>,
+    /// Key of the `X-Triage-Signature-256: sha256=<hex HMAC-SHA256 of the body>` header.
+    pub signing_secret: Option<Secret>,
+    /// `shadow` posts nothing; any other mode posts the whole decision.
+    pub mode: Mode,
+    /// Rate limit, timeout, circuit breaker.
+    pub limits: SinkLimits,
 }
 
 /// The `[ingest]` section: the HTTP server that turns help-desk webhooks into records on the
@@ -644,20 +793,52 @@ impl Default for RawWorker {
 struct RawSink {
     stdout: Option<bool>,
     webhook: Option<RawWebhook>,
+    zendesk: Option<RawZendesk>,
+    jira: Option<RawJira>,
+    servicenow: Option<RawServiceNow>,
+    freshdesk: Option<RawFreshdesk>,
+}
+
+/// Keys every HTTP sink has (repeated in each section: `deny_unknown_fields` does not work
+/// through `flatten`).
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    requests_per_minute: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    circuit_breaker_open_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
     url: String,
-    #[serde(default = "default_webhook_timeout_ms")]
-    timeout_ms: u64,
+    mode: Option<Mode>,
     bearer_token_env: Option<String>,
     bearer_token_file: Option<PathBuf>,
+    signing_secret_env: Option<String>,
+    signing_secret_file: Option<PathBuf>,
+    timeout_ms: Option<u64>,
+    requests_per_minute: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    circuit_breaker_open_ms: Option<u64>,
 }
 
-fn default_webhook_timeout_ms() -> u64 {
-    10_000
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZendesk {
+    base_url: String,
+    mode: Option<Mode>,
+    email: Option<String>,
+    api_token_env: Option<String>,
+    api_token_file: Option<PathBuf>,
+    oauth_token_env: Option<String>,
+    oauth_token_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_public_reply: bool,
+    timeout_ms: Option<u64>,
+    requests_per_minute: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    circuit_breaker_open_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -727,6 +908,78 @@ struct RawSource {
     updated: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJira {
+    base_url: String,
+    mode: Option<Mode>,
+    email: Option<String>,
+    api_token_env: Option<String>,
+    api_token_file: Option<PathBuf>,
+    oauth_token_env: Option<String>,
+    oauth_token_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_public_reply: bool,
+    timeout_ms: Option<u64>,
+    requests_per_minute: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    circuit_breaker_open_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceNow {
+    base_url: String,
+    mode: Option<Mode>,
+    table: Option<String>,
+    symptom_field: String,
+    ticket_id: Option<ServiceNowId>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    oauth_token_env: Option<String>,
+    oauth_token_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_public_reply: bool,
+    timeout_ms: Option<u64>,
+    requests_per_minute: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    circuit_breaker_open_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreshdesk {
+    base_url: String,
+    mode: Option<Mode>,
+    api_key_env: Option<String>,
+    api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_public_reply: bool,
+    timeout_ms: Option<u64>,
+    requests_per_minute: Option<u32>,
+    circuit_breaker_failures: Option<u32>,
+    circuit_breaker_open_ms: Option<u64>,
+}
+
+/// Default requests per minute, safely below each vendor's published limits: Zendesk's Update
+/// Ticket endpoint allows about 100 per minute per account (plans 200+ overall); Freshdesk's
+/// smallest plans allow 3,000 per hour, or 200 per minute with 80 ticket updates; Jira Cloud
+/// limits writes per issue (20 per 2 s, 100 per 30 s) and by cost; ServiceNow's limits are set
+/// per instance.
+pub const DEFAULT_RPM_ZENDESK: u32 = 80;
+/// See [`DEFAULT_RPM_ZENDESK`].
+pub const DEFAULT_RPM_JIRA: u32 = 100;
+/// See [`DEFAULT_RPM_ZENDESK`].
+pub const DEFAULT_RPM_SERVICENOW: u32 = 60;
+/// See [`DEFAULT_RPM_ZENDESK`].
+pub const DEFAULT_RPM_FRESHDESK: u32 = 40;
+/// See [`DEFAULT_RPM_ZENDESK`].
+pub const DEFAULT_RPM_WEBHOOK: u32 = 6000;
+const DEFAULT_SINK_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_BREAKER_FAILURES: u32 = 5;
+const DEFAULT_BREAKER_OPEN_MS: u64 = 10_000;
+
 /// Properties that have their own key or that the worker's guarantees depend on.
 const RESERVED: &[(&str, &str)] = &[
     ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
@@ -795,7 +1048,7 @@ impl Settings {
             worker,
             sink: SinkSettings {
                 stdout: true,
-                webhook: None,
+                ..SinkSettings::default()
             },
             ingest: None,
             server: ServerSettings::default(),
@@ -933,49 +1186,12 @@ impl Ctx<'_> {
         let input = self.input(raw.input, worker.max_ticket_bytes)?;
         let kafka = raw.kafka.map(|k| self.kafka(k)).transpose()?;
 
-        let webhook = match raw.sink.webhook {
-            None => None,
-            Some(wh) => {
-                let ok = reqwest::Url::parse(&wh.url)
-                    .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                    .unwrap_or(false);
-                if !ok {
-                    return Err(self.err(
-                        "sink.webhook.url",
-                        format!("`{}` is not an http:// or https:// URL", wh.url),
-                    ));
-                }
-                if wh.timeout_ms == 0 {
-                    return Err(self.err("sink.webhook.timeout_ms", "must be at least 1"));
-                }
-                let bearer_token = match (wh.bearer_token_env, wh.bearer_token_file) {
-                    (Some(_), Some(_)) => {
-                        return Err(self.err(
-                            "sink.webhook.bearer_token_env",
-                            "set bearer_token_env or bearer_token_file, not both",
-                        ))
-                    }
-                    (Some(env), None) => {
-                        Some(self.secret_env("sink.webhook.bearer_token_env", &env)?)
-                    }
-                    (None, Some(file)) => {
-                        Some(self.secret_file("sink.webhook.bearer_token_file", &file)?)
-                    }
-                    (None, None) => None,
-                };
-                Some(WebhookSettings {
-                    url: wh.url,
-                    timeout: Duration::from_millis(wh.timeout_ms),
-                    bearer_token,
-                })
-            }
-        };
-        let stdout = raw.sink.stdout.unwrap_or(kafka.is_none());
+        let sink = self.sinks(raw.sink, kafka.is_none())?;
         if let Some(k) = &kafka {
-            if k.decisions_topic.is_none() && webhook.is_none() && !stdout {
+            if k.decisions_topic.is_none() && !sink.any() {
                 return Err(self.err(
                     "kafka",
-                    "decisions go nowhere: set kafka.decisions_topic, a [sink.webhook], or sink.stdout = true",
+                    "decisions go nowhere: set kafka.decisions_topic, a [sink.*] section, or sink.stdout = true",
                 ));
             }
         }
@@ -1018,12 +1234,315 @@ impl Ctx<'_> {
             kafka,
             input,
             worker,
-            sink: SinkSettings { stdout, webhook },
+            sink,
             ingest,
             server,
             log,
             catalogue,
         })
+    }
+
+    /// The `[sink]` section; `stdout` defaults to `default_stdout` (on without Kafka).
+    fn sinks(&self, raw: RawSink, default_stdout: bool) -> Result<SinkSettings, ConfigError> {
+        let webhook = match raw.webhook {
+            None => None,
+            Some(wh) => {
+                let s = "sink.webhook";
+                crate::sink::http::check_base_url(&wh.url)
+                    .map_err(|e| self.err(&format!("{s}.url"), e.0))?;
+                let limits = self.limits(
+                    s,
+                    RawLimits {
+                        timeout_ms: wh.timeout_ms,
+                        requests_per_minute: wh.requests_per_minute,
+                        circuit_breaker_failures: wh.circuit_breaker_failures,
+                        circuit_breaker_open_ms: wh.circuit_breaker_open_ms,
+                    },
+                    DEFAULT_RPM_WEBHOOK,
+                )?;
+                Some(WebhookSettings {
+                    url: wh.url,
+                    bearer_token: self.one_secret(
+                        s,
+                        "bearer_token",
+                        wh.bearer_token_env,
+                        wh.bearer_token_file,
+                    )?,
+                    signing_secret: self.one_secret(
+                        s,
+                        "signing_secret",
+                        wh.signing_secret_env,
+                        wh.signing_secret_file,
+                    )?,
+                    mode: wh.mode.unwrap_or(Mode::TagAndNote),
+                    limits,
+                })
+            }
+        };
+        let zendesk = match raw.zendesk {
+            None => None,
+            Some(z) => {
+                let s = "sink.zendesk";
+                let token = self.one_secret(s, "api_token", z.api_token_env, z.api_token_file)?;
+                let oauth =
+                    self.one_secret(s, "oauth_token", z.oauth_token_env, z.oauth_token_file)?;
+                let auth = match (z.email, token, oauth) {
+                    (Some(email), Some(t), None) => HttpAuth::Basic {
+                        user: Secret(format!("{email}/token")),
+                        password: t,
+                    },
+                    (None, None, Some(o)) => HttpAuth::Bearer(o),
+                    _ => {
+                        return Err(self.err(
+                            s,
+                            "give email with api_token_env (or api_token_file), or oauth_token_env (or oauth_token_file), not both",
+                        ))
+                    }
+                };
+                Some(ZendeskSettings {
+                    api: self.post_back(
+                        s,
+                        &z.base_url,
+                        auth,
+                        z.mode,
+                        z.allow_public_reply,
+                        RawLimits {
+                            timeout_ms: z.timeout_ms,
+                            requests_per_minute: z.requests_per_minute,
+                            circuit_breaker_failures: z.circuit_breaker_failures,
+                            circuit_breaker_open_ms: z.circuit_breaker_open_ms,
+                        },
+                        DEFAULT_RPM_ZENDESK,
+                    )?,
+                })
+            }
+        };
+        let jira = match raw.jira {
+            None => None,
+            Some(j) => {
+                let s = "sink.jira";
+                let token = self.one_secret(s, "api_token", j.api_token_env, j.api_token_file)?;
+                let oauth =
+                    self.one_secret(s, "oauth_token", j.oauth_token_env, j.oauth_token_file)?;
+                let auth = match (j.email, token, oauth) {
+                    (Some(email), Some(t), None) => HttpAuth::Basic {
+                        user: Secret(email),
+                        password: t,
+                    },
+                    (None, None, Some(o)) => HttpAuth::Bearer(o),
+                    _ => {
+                        return Err(self.err(
+                            s,
+                            "give email with api_token_env (or api_token_file), or oauth_token_env (or oauth_token_file), not both",
+                        ))
+                    }
+                };
+                Some(JiraSettings {
+                    api: self.post_back(
+                        s,
+                        &j.base_url,
+                        auth,
+                        j.mode,
+                        j.allow_public_reply,
+                        RawLimits {
+                            timeout_ms: j.timeout_ms,
+                            requests_per_minute: j.requests_per_minute,
+                            circuit_breaker_failures: j.circuit_breaker_failures,
+                            circuit_breaker_open_ms: j.circuit_breaker_open_ms,
+                        },
+                        DEFAULT_RPM_JIRA,
+                    )?,
+                })
+            }
+        };
+        let servicenow = match raw.servicenow {
+            None => None,
+            Some(n) => {
+                let s = "sink.servicenow";
+                let password = self.one_secret(s, "password", n.password_env, n.password_file)?;
+                let oauth =
+                    self.one_secret(s, "oauth_token", n.oauth_token_env, n.oauth_token_file)?;
+                let auth = match (n.username, password, oauth) {
+                    (Some(u), Some(p), None) => HttpAuth::Basic {
+                        user: Secret(u),
+                        password: p,
+                    },
+                    (None, None, Some(o)) => HttpAuth::Bearer(o),
+                    _ => {
+                        return Err(self.err(
+                            s,
+                            "give username with password_env (or password_file), or oauth_token_env (or oauth_token_file), not both",
+                        ))
+                    }
+                };
+                let name = |v: &str| {
+                    !v.is_empty()
+                        && v.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                };
+                let table = n.table.unwrap_or_else(|| "incident".into());
+                if !name(&table) {
+                    return Err(self.err(
+                        &format!("{s}.table"),
+                        format!("`{table}` is not a table name (a-z, 0-9, _), e.g. \"incident\""),
+                    ));
+                }
+                if !name(&n.symptom_field) {
+                    return Err(self.err(
+                        &format!("{s}.symptom_field"),
+                        format!(
+                            "`{}` is not a field name (a-z, 0-9, _), e.g. \"u_triage_symptom\"",
+                            n.symptom_field
+                        ),
+                    ));
+                }
+                if ["work_notes", "comments"].contains(&n.symptom_field.as_str()) {
+                    return Err(self.err(
+                        &format!("{s}.symptom_field"),
+                        "must be a field of its own, not a journal field",
+                    ));
+                }
+                Some(ServiceNowSettings {
+                    api: self.post_back(
+                        s,
+                        &n.base_url,
+                        auth,
+                        n.mode,
+                        n.allow_public_reply,
+                        RawLimits {
+                            timeout_ms: n.timeout_ms,
+                            requests_per_minute: n.requests_per_minute,
+                            circuit_breaker_failures: n.circuit_breaker_failures,
+                            circuit_breaker_open_ms: n.circuit_breaker_open_ms,
+                        },
+                        DEFAULT_RPM_SERVICENOW,
+                    )?,
+                    table,
+                    symptom_field: n.symptom_field,
+                    ticket_id: n.ticket_id.unwrap_or(ServiceNowId::SysId),
+                })
+            }
+        };
+        let freshdesk = match raw.freshdesk {
+            None => None,
+            Some(f) => {
+                let s = "sink.freshdesk";
+                let Some(key) = self.one_secret(s, "api_key", f.api_key_env, f.api_key_file)?
+                else {
+                    return Err(self.err(s, "give api_key_env (or api_key_file)"));
+                };
+                let auth = HttpAuth::Basic {
+                    user: key,
+                    password: Secret("X".into()),
+                };
+                Some(FreshdeskSettings {
+                    api: self.post_back(
+                        s,
+                        &f.base_url,
+                        auth,
+                        f.mode,
+                        f.allow_public_reply,
+                        RawLimits {
+                            timeout_ms: f.timeout_ms,
+                            requests_per_minute: f.requests_per_minute,
+                            circuit_breaker_failures: f.circuit_breaker_failures,
+                            circuit_breaker_open_ms: f.circuit_breaker_open_ms,
+                        },
+                        DEFAULT_RPM_FRESHDESK,
+                    )?,
+                })
+            }
+        };
+        Ok(SinkSettings {
+            stdout: raw.stdout.unwrap_or(default_stdout),
+            webhook,
+            zendesk,
+            jira,
+            servicenow,
+            freshdesk,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn post_back(
+        &self,
+        section: &str,
+        base_url: &str,
+        auth: HttpAuth,
+        mode: Option<Mode>,
+        allow_public_reply: bool,
+        limits: RawLimits,
+        default_rpm: u32,
+    ) -> Result<PostBackSettings, ConfigError> {
+        let base_url = crate::sink::http::check_base_url(base_url)
+            .map_err(|e| self.err(&format!("{section}.base_url"), e.0))?;
+        Ok(PostBackSettings {
+            base_url,
+            auth,
+            mode: mode.unwrap_or(Mode::TagAndNote),
+            allow_public_reply,
+            limits: self.limits(section, limits, default_rpm)?,
+        })
+    }
+
+    fn limits(
+        &self,
+        section: &str,
+        raw: RawLimits,
+        default_rpm: u32,
+    ) -> Result<SinkLimits, ConfigError> {
+        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_SINK_TIMEOUT_MS);
+        if timeout_ms == 0 {
+            return Err(self.err(&format!("{section}.timeout_ms"), "must be at least 1"));
+        }
+        let rpm = raw.requests_per_minute.unwrap_or(default_rpm);
+        if rpm == 0 {
+            return Err(self.err(
+                &format!("{section}.requests_per_minute"),
+                "must be at least 1",
+            ));
+        }
+        let failures = raw
+            .circuit_breaker_failures
+            .unwrap_or(DEFAULT_BREAKER_FAILURES);
+        if failures == 0 {
+            return Err(self.err(
+                &format!("{section}.circuit_breaker_failures"),
+                "must be at least 1",
+            ));
+        }
+        Ok(SinkLimits {
+            timeout: Duration::from_millis(timeout_ms),
+            requests_per_minute: rpm,
+            breaker_failures: failures,
+            breaker_open_for: Duration::from_millis(
+                raw.circuit_breaker_open_ms
+                    .unwrap_or(DEFAULT_BREAKER_OPEN_MS),
+            ),
+        })
+    }
+
+    /// A secret given as `{key}_env` or `{key}_file` (not both), if any.
+    fn one_secret(
+        &self,
+        section: &str,
+        key: &str,
+        env: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        match (env, file) {
+            (Some(_), Some(_)) => Err(self.err(
+                &format!("{section}.{key}_env"),
+                format!("set {key}_env or {key}_file, not both"),
+            )),
+            (Some(env), None) => Ok(Some(
+                self.secret_env(&format!("{section}.{key}_env"), &env)?,
+            )),
+            (None, Some(file)) => Ok(Some(
+                self.secret_file(&format!("{section}.{key}_file"), &file)?,
+            )),
+            (None, None) => Ok(None),
+        }
     }
 
     fn input(&self, raw: RawInput, max_bytes: usize) -> Result<TicketShape, ConfigError> {
@@ -1681,6 +2200,69 @@ dead_letter_topic = "tickets-dlq"
             e.starts_with("triage.toml:2: catalogue.watch_interval_ms: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sink_sections_validate_urls_secrets_and_keys() {
+        std::env::set_var("TRIAGE_TEST_ZD_TOKEN", "zd-very-secret");
+        let zd = "[sink.zendesk]\nbase_url = \"https://acme.zendesk.com\"\nemail = \"bot@acme.example\"\napi_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n";
+        let s = parse(&format!("{KAFKA}{zd}")).unwrap();
+        let z = s.sink.zendesk.as_ref().unwrap();
+        assert_eq!(z.api.mode, Mode::TagAndNote);
+        assert_eq!(z.api.limits.requests_per_minute, DEFAULT_RPM_ZENDESK);
+        assert!(!z.api.allow_public_reply);
+        match &z.api.auth {
+            HttpAuth::Basic { user, password } => {
+                assert_eq!(user.expose(), "bot@acme.example/token");
+                assert_eq!(password.expose(), "zd-very-secret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{s:?}").contains("zd-very-secret"));
+
+        // Plain http only on loopback.
+        let e = parse(&zd.replace("https://acme", "http://acme"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("triage.toml:2: sink.zendesk.base_url: ") && e.contains("loopback"),
+            "{e}"
+        );
+        assert!(parse(&zd.replace("https://acme.zendesk.com", "http://127.0.0.1:8080")).is_ok());
+        // Unknown keys, modes, units.
+        let e = parse(&format!("{zd}timeout = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `timeout`"), "{e}");
+        let e = parse(&format!("{zd}mode = \"notes\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sink.zendesk.mode"), "{e}");
+        assert_eq!(
+            parse(&format!("{zd}mode = \"shadow\"\n"))
+                .unwrap()
+                .sink
+                .zendesk
+                .unwrap()
+                .api
+                .mode,
+            Mode::Shadow
+        );
+        let e = parse(&format!("{zd}oauth_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse("[sink.servicenow]\nbase_url = \"https://x.service-now.com\"\nsymptom_field = \"work_notes\"\nusername = \"u\"\npassword_env = \"TRIAGE_TEST_ZD_TOKEN\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sink.servicenow.symptom_field"), "{e}");
+        let e = parse("[sink.freshdesk]\nbase_url = \"https://x.freshdesk.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_key_env"), "{e}");
+        // A post-back sink is somewhere to write.
+        let text = KAFKA.replace("decisions_topic = \"decisions\"\n", "");
+        assert!(parse(&format!("{text}{zd}")).is_ok());
     }
 
     #[test]

@@ -22,8 +22,10 @@
 //! - [`pipeline`]: the run loop of `triage run`: recv -> decode -> classify -> post -> store
 //!   offset, with back-pressure, retries, dead letters and a bounded drain on shutdown.
 //! - [`source`]: where records come from: a Kafka consumer group, or JSON Lines.
-//! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, webhook,
-//!   stdout; and dead letters.
+//! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, signed
+//!   webhook, stdout, and the post-back sinks that write tags and an internal note to Zendesk,
+//!   Jira Service Management, ServiceNow and Freshdesk (shared HTTP layer: rate limiter,
+//!   `Retry-After` holds, circuit breaker); and dead letters.
 //! - [`ingest`]: `triage ingest`, the HTTP server that verifies help-desk webhooks and
 //!   produces them to the input topic, answering 2xx only once Kafka has acknowledged.
 //! - [`metrics`]: the Prometheus registry and one named method per event

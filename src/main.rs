@@ -783,7 +783,37 @@ fn describe(s: &triage::config::Settings, catalog: &Catalog) -> String {
         sinks.push("decisions topic".to_string());
     }
     if let Some(wh) = &s.sink.webhook {
-        sinks.push(format!("webhook {}", wh.url));
+        sinks.push(format!(
+            "webhook {} ({}{})",
+            wh.url,
+            wh.mode.as_str(),
+            if wh.signing_secret.is_some() {
+                ", signed"
+            } else {
+                ""
+            }
+        ));
+    }
+    let ticketing = [
+        ("zendesk", s.sink.zendesk.as_ref().map(|z| &z.api)),
+        ("jira", s.sink.jira.as_ref().map(|j| &j.api)),
+        ("servicenow", s.sink.servicenow.as_ref().map(|n| &n.api)),
+        ("freshdesk", s.sink.freshdesk.as_ref().map(|f| &f.api)),
+    ];
+    for (name, api) in ticketing {
+        if let Some(a) = api {
+            sinks.push(format!(
+                "{name} {} ({}, at most {} requests/min{})",
+                a.base_url,
+                a.mode.as_str(),
+                a.limits.requests_per_minute,
+                if a.allow_public_reply {
+                    ", public replies allowed"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     if s.sink.stdout {
         sinks.push("stdout".into());

@@ -7,7 +7,12 @@
 //! [`SinkError::Fatal`] (the sink itself is gone: stop the worker without acknowledging).
 //!
 //! - [`decisions_topic`]: the decision JSON on a Kafka topic, keyed by ticket id.
-//! - [`webhook`]: the decision JSON POSTed to an HTTP endpoint.
+//! - [`webhook`]: the decision JSON POSTed to an HTTP endpoint, HMAC-signed.
+//! - [`zendesk`], [`jira`], [`servicenow`], [`freshdesk`]: tags and an internal note written
+//!   back to the ticketing system.
+//! - [`http`]: what the HTTP sinks share (base-URL checks, rate limiter, `Retry-After` holds,
+//!   circuit breaker, status mapping, per-ticket locks).
+//! - [`note`]: the note's text, escaped for each system's markup, and its signature.
 //! - [`stdout`]: one JSON line per decision on standard output.
 //! - [`dead_letter`]: where records go that cannot be handled (a Kafka topic, or stderr).
 
@@ -20,8 +25,14 @@ use crate::ticket::Ticket;
 
 pub mod dead_letter;
 pub mod decisions_topic;
+pub mod freshdesk;
+pub mod http;
+pub mod jira;
+pub mod note;
+pub mod servicenow;
 pub mod stdout;
 pub mod webhook;
+pub mod zendesk;
 
 /// One decided ticket, as handed to each sink.
 #[derive(Debug, Clone, Copy)]

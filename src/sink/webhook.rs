@@ -1,33 +1,49 @@
-//! The decision JSON POSTed to an HTTP endpoint: a generic webhook, and the base the
-//! ticketing-system sinks build on (status classes, `Retry-After`, idempotency key).
+//! The decision JSON POSTed to an HTTP endpoint: a generic webhook.
 //!
-//! Retry policy: 408, 429, 5xx and connection errors or timeouts are retried (honouring
-//! `Retry-After` in seconds or as an HTTP date); any other 4xx rejects the ticket for good.
+//! Each POST carries the decision (the decisions-topic JSON), an `Idempotency-Key` that is the
+//! same for every delivery of one ticket event (so the receiver can drop repeats), and, when a
+//! signing secret is configured, `X-Triage-Signature-256: sha256=<hex>`: the HMAC-SHA256 of the
+//! exact body bytes under that secret. A receiver recomputes it over the raw body and compares
+//! in constant time before trusting anything in it.
+//!
+//! Retry policy (see [`super::http`]): 408, 429, 5xx and connection errors or timeouts are
+//! retried (honouring `Retry-After` in seconds or as an HTTP date); any other 4xx rejects the
+//! ticket for good (dead letter, with the status and the start of the response body).
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
-use reqwest::StatusCode;
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use sha2::Sha256;
+use tracing::info;
 
+use super::http::{check_base_url, Api, Call};
 use super::{Delivery, SinkError, TicketSink};
-use crate::config::WebhookSettings;
+use crate::config::{HttpAuth, Mode, Secret, WebhookSettings};
 use crate::decision::DecisionRecord;
+
+/// The signature header's name.
+pub const SIGNATURE_HEADER: &str = "x-triage-signature-256";
 
 /// POSTs `{...decision, "source": {topic, partition, offset}}` to one URL.
 pub struct WebhookSink {
-    /// Connection pool and timeouts; cheap to share.
-    client: reqwest::Client,
+    /// Client, limits, breaker, credentials.
+    api: Api,
     /// Where to POST.
     url: reqwest::Url,
-    /// The `Authorization` header, if any (marked sensitive: never printed).
-    auth: Option<HeaderValue>,
+    /// Key for the body signature, if any.
+    signing_secret: Option<Secret>,
+    /// `shadow`: post nothing.
+    mode: Mode,
 }
 
 impl std::fmt::Debug for WebhookSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookSink")
             .field("url", &self.url.as_str())
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -35,29 +51,32 @@ impl std::fmt::Debug for WebhookSink {
 impl WebhookSink {
     /// A sink for `settings`; fails only on an unusable URL or token.
     pub fn new(settings: &WebhookSettings) -> Result<WebhookSink, SinkError> {
-        let url = reqwest::Url::parse(&settings.url)
+        let url = check_base_url(&settings.url)
             .map_err(|e| SinkError::permanent(format!("webhook URL: {e}")))?;
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("triage/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SinkError::permanent(format!("cannot build the HTTP client: {e}")))?;
         let auth = match &settings.bearer_token {
-            None => None,
-            Some(t) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
-                        SinkError::permanent(
-                            "the webhook bearer token holds characters not allowed in a header",
-                        )
-                    })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
+            Some(t) => HttpAuth::Bearer(t.clone()),
+            None => HttpAuth::None,
         };
-        Ok(WebhookSink { client, url, auth })
+        Ok(WebhookSink {
+            api: Api::new("webhook", url.clone(), &auth, &settings.limits)?,
+            url,
+            signing_secret: settings.signing_secret.clone(),
+            mode: settings.mode,
+        })
     }
+}
+
+/// `sha256=` and the lower-case hex HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// What an HTTP status means for a retry (Vector's policy: 408, 429 and 5xx retry).
@@ -100,6 +119,10 @@ impl TicketSink for WebhookSink {
     }
 
     async fn post(&self, d: Delivery<'_>) -> Result<(), SinkError> {
+        if self.mode == Mode::Shadow {
+            info!(sink = "webhook", ticket = %d.ticket.id, "shadow mode: decision not posted");
+            return Ok(());
+        }
         let body = serde_json::to_vec(&DecisionRecord {
             decision: d.decision,
             source: d.source,
@@ -110,29 +133,24 @@ impl TicketSink for WebhookSink {
             "triage-{}-{}-{}",
             d.source.topic, d.source.partition, d.source.offset
         );
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", key)
-            .body(body);
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
+        let mut call = Call::new(
+            Method::POST,
+            self.url.clone(),
+            format!("POST ticket {}", d.ticket.id),
+        );
+        let key = HeaderValue::from_str(&key)
+            .map_err(|_| SinkError::permanent("the topic name cannot go in a header"))?;
+        call.headers
+            .push((HeaderName::from_static("idempotency-key"), key));
+        if let Some(secret) = &self.signing_secret {
+            let mut v = HeaderValue::from_str(&signature(secret.expose().as_bytes(), &body))
+                .expect("hex is a valid header value");
+            v.set_sensitive(true);
+            call.headers
+                .push((HeaderName::from_static(SIGNATURE_HEADER), v));
         }
-        let resp = req.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            SinkError::retry(format!(
-                "webhook {}: {kind}",
-                self.url.host_str().unwrap_or("?")
-            ))
-        })?;
-        classify_status(resp.status(), resp.headers(), "webhook")
+        call.body = Some(body);
+        self.api.send(&call).await.map(|_| ())
     }
 }
 
@@ -154,6 +172,15 @@ mod tests {
             assert!(!e.is_retryable(), "{s}");
             assert_eq!(e.class(), "sink_rejected");
         }
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_of_the_body() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ingest;
+pub mod ticketing;
 
 use std::collections::HashMap;
 use std::io::Write;
