@@ -475,11 +475,14 @@ async fn a_sink_outage_longer_than_max_poll_interval_keeps_the_worker_in_the_gro
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let s = Setup::new("t6", 3, &[]).await;
+    // The breaker is kept closed: this test wants the worker retrying all through the outage
+    // (the breaker's own behaviour is tested in tests/sinks.rs).
     let cfg = s.config(
         "w.toml",
         &format!(
             "[kafka.consumer_properties]\n\"max.poll.interval.ms\" = {}\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n\
              [sink.webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout_ms = 2000\n\
+             circuit_breaker_failures = 1000000\n\
              [worker]\nmax_in_flight = 200\nretry_max_ms = 1000\n",
             MAX_POLL.as_millis()
         ),
