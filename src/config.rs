@@ -801,6 +801,18 @@ struct RawSink {
 
 /// Keys every HTTP sink has (repeated in each section: `deny_unknown_fields` does not work
 /// through `flatten`).
+/// The limits keys every sink section shares, gathered from a raw section.
+macro_rules! raw_limits {
+    ($raw:expr) => {
+        RawLimits {
+            timeout_ms: $raw.timeout_ms,
+            requests_per_minute: $raw.requests_per_minute,
+            circuit_breaker_failures: $raw.circuit_breaker_failures,
+            circuit_breaker_open_ms: $raw.circuit_breaker_open_ms,
+        }
+    };
+}
+
 struct RawLimits {
     timeout_ms: Option<u64>,
     requests_per_minute: Option<u32>,
@@ -1250,16 +1262,7 @@ impl Ctx<'_> {
                 let s = "sink.webhook";
                 crate::sink::http::check_base_url(&wh.url)
                     .map_err(|e| self.err(&format!("{s}.url"), e.0))?;
-                let limits = self.limits(
-                    s,
-                    RawLimits {
-                        timeout_ms: wh.timeout_ms,
-                        requests_per_minute: wh.requests_per_minute,
-                        circuit_breaker_failures: wh.circuit_breaker_failures,
-                        circuit_breaker_open_ms: wh.circuit_breaker_open_ms,
-                    },
-                    DEFAULT_RPM_WEBHOOK,
-                )?;
+                let limits = self.limits(s, raw_limits!(wh), DEFAULT_RPM_WEBHOOK)?;
                 Some(WebhookSettings {
                     url: wh.url,
                     bearer_token: self.one_secret(
@@ -1283,22 +1286,13 @@ impl Ctx<'_> {
             None => None,
             Some(z) => {
                 let s = "sink.zendesk";
-                let token = self.one_secret(s, "api_token", z.api_token_env, z.api_token_file)?;
-                let oauth =
-                    self.one_secret(s, "oauth_token", z.oauth_token_env, z.oauth_token_file)?;
-                let auth = match (z.email, token, oauth) {
-                    (Some(email), Some(t), None) => HttpAuth::Basic {
-                        user: Secret(format!("{email}/token")),
-                        password: t,
-                    },
-                    (None, None, Some(o)) => HttpAuth::Bearer(o),
-                    _ => {
-                        return Err(self.err(
-                            s,
-                            "give email with api_token_env (or api_token_file), or oauth_token_env (or oauth_token_file), not both",
-                        ))
-                    }
-                };
+                let auth = self.basic_or_bearer(
+                    s,
+                    (z.email, "email"),
+                    ("api_token", z.api_token_env, z.api_token_file),
+                    (z.oauth_token_env, z.oauth_token_file),
+                    |email| format!("{email}/token"),
+                )?;
                 Some(ZendeskSettings {
                     api: self.post_back(
                         s,
@@ -1306,12 +1300,7 @@ impl Ctx<'_> {
                         auth,
                         z.mode,
                         z.allow_public_reply,
-                        RawLimits {
-                            timeout_ms: z.timeout_ms,
-                            requests_per_minute: z.requests_per_minute,
-                            circuit_breaker_failures: z.circuit_breaker_failures,
-                            circuit_breaker_open_ms: z.circuit_breaker_open_ms,
-                        },
+                        raw_limits!(z),
                         DEFAULT_RPM_ZENDESK,
                     )?,
                 })
@@ -1321,22 +1310,13 @@ impl Ctx<'_> {
             None => None,
             Some(j) => {
                 let s = "sink.jira";
-                let token = self.one_secret(s, "api_token", j.api_token_env, j.api_token_file)?;
-                let oauth =
-                    self.one_secret(s, "oauth_token", j.oauth_token_env, j.oauth_token_file)?;
-                let auth = match (j.email, token, oauth) {
-                    (Some(email), Some(t), None) => HttpAuth::Basic {
-                        user: Secret(email),
-                        password: t,
-                    },
-                    (None, None, Some(o)) => HttpAuth::Bearer(o),
-                    _ => {
-                        return Err(self.err(
-                            s,
-                            "give email with api_token_env (or api_token_file), or oauth_token_env (or oauth_token_file), not both",
-                        ))
-                    }
-                };
+                let auth = self.basic_or_bearer(
+                    s,
+                    (j.email, "email"),
+                    ("api_token", j.api_token_env, j.api_token_file),
+                    (j.oauth_token_env, j.oauth_token_file),
+                    |u| u,
+                )?;
                 Some(JiraSettings {
                     api: self.post_back(
                         s,
@@ -1344,12 +1324,7 @@ impl Ctx<'_> {
                         auth,
                         j.mode,
                         j.allow_public_reply,
-                        RawLimits {
-                            timeout_ms: j.timeout_ms,
-                            requests_per_minute: j.requests_per_minute,
-                            circuit_breaker_failures: j.circuit_breaker_failures,
-                            circuit_breaker_open_ms: j.circuit_breaker_open_ms,
-                        },
+                        raw_limits!(j),
                         DEFAULT_RPM_JIRA,
                     )?,
                 })
@@ -1359,22 +1334,13 @@ impl Ctx<'_> {
             None => None,
             Some(n) => {
                 let s = "sink.servicenow";
-                let password = self.one_secret(s, "password", n.password_env, n.password_file)?;
-                let oauth =
-                    self.one_secret(s, "oauth_token", n.oauth_token_env, n.oauth_token_file)?;
-                let auth = match (n.username, password, oauth) {
-                    (Some(u), Some(p), None) => HttpAuth::Basic {
-                        user: Secret(u),
-                        password: p,
-                    },
-                    (None, None, Some(o)) => HttpAuth::Bearer(o),
-                    _ => {
-                        return Err(self.err(
-                            s,
-                            "give username with password_env (or password_file), or oauth_token_env (or oauth_token_file), not both",
-                        ))
-                    }
-                };
+                let auth = self.basic_or_bearer(
+                    s,
+                    (n.username, "username"),
+                    ("password", n.password_env, n.password_file),
+                    (n.oauth_token_env, n.oauth_token_file),
+                    |u| u,
+                )?;
                 let name = |v: &str| {
                     !v.is_empty()
                         && v.bytes()
@@ -1409,12 +1375,7 @@ impl Ctx<'_> {
                         auth,
                         n.mode,
                         n.allow_public_reply,
-                        RawLimits {
-                            timeout_ms: n.timeout_ms,
-                            requests_per_minute: n.requests_per_minute,
-                            circuit_breaker_failures: n.circuit_breaker_failures,
-                            circuit_breaker_open_ms: n.circuit_breaker_open_ms,
-                        },
+                        raw_limits!(n),
                         DEFAULT_RPM_SERVICENOW,
                     )?,
                     table,
@@ -1442,12 +1403,7 @@ impl Ctx<'_> {
                         auth,
                         f.mode,
                         f.allow_public_reply,
-                        RawLimits {
-                            timeout_ms: f.timeout_ms,
-                            requests_per_minute: f.requests_per_minute,
-                            circuit_breaker_failures: f.circuit_breaker_failures,
-                            circuit_breaker_open_ms: f.circuit_breaker_open_ms,
-                        },
+                        raw_limits!(f),
                         DEFAULT_RPM_FRESHDESK,
                     )?,
                 })
@@ -1523,6 +1479,33 @@ impl Ctx<'_> {
     }
 
     /// A secret given as `{key}_env` or `{key}_file` (not both), if any.
+    /// Basic auth from a user and a secret, or a bearer token: exactly one of the two.
+    /// `user` turns the configured user into the one sent (Zendesk adds `/token`).
+    fn basic_or_bearer(
+        &self,
+        section: &str,
+        (user, user_key): (Option<String>, &str),
+        (secret_key, secret_env, secret_file): (&str, Option<String>, Option<PathBuf>),
+        (oauth_env, oauth_file): (Option<String>, Option<PathBuf>),
+        user_as_sent: impl FnOnce(String) -> String,
+    ) -> Result<HttpAuth, ConfigError> {
+        let secret = self.one_secret(section, secret_key, secret_env, secret_file)?;
+        let oauth = self.one_secret(section, "oauth_token", oauth_env, oauth_file)?;
+        match (user, secret, oauth) {
+            (Some(u), Some(password), None) => Ok(HttpAuth::Basic {
+                user: Secret(user_as_sent(u)),
+                password,
+            }),
+            (None, None, Some(o)) => Ok(HttpAuth::Bearer(o)),
+            _ => Err(self.err(
+                section,
+                format!(
+                    "give {user_key} with {secret_key}_env (or {secret_key}_file), or oauth_token_env (or oauth_token_file), not both"
+                ),
+            )),
+        }
+    }
+
     fn one_secret(
         &self,
         section: &str,
