@@ -78,61 +78,50 @@ impl ServiceNowSink {
                 _ => String::new(),
             }
         };
-        match self.id_kind {
-            ServiceNowId::SysId => {
-                let mut url = self.api.url(&["api", "now", "table", &self.table, id]);
-                url.query_pairs_mut()
-                    .append_pair("sysparm_fields", &self.field)
-                    .append_pair("sysparm_exclude_reference_link", "true");
-                let r = self
-                    .api
-                    .send(&Call::new(
-                        Method::GET,
-                        url,
-                        format!("GET {} {id}", self.table),
-                    ))
-                    .await?;
-                let v: Value = r.json("servicenow record")?;
-                let rec = v.get("result").and_then(Value::as_object).ok_or_else(|| {
-                    SinkError::permanent("servicenow: the response has no `result` object")
-                })?;
-                Ok((id.to_string(), field_of(rec)))
-            }
-            ServiceNowId::Number => {
-                let mut url = self.api.url(&["api", "now", "table", &self.table]);
-                url.query_pairs_mut()
-                    .append_pair("sysparm_query", &format!("number={id}"))
+        // A sys_id names the record itself; a number is looked up with a query.
+        let by_number = matches!(self.id_kind, ServiceNowId::Number);
+        let mut url = if by_number {
+            self.api.url(&["api", "now", "table", &self.table])
+        } else {
+            self.api.url(&["api", "now", "table", &self.table, id])
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            if by_number {
+                q.append_pair("sysparm_query", &format!("number={id}"))
                     .append_pair("sysparm_fields", &format!("sys_id,{}", self.field))
-                    .append_pair("sysparm_exclude_reference_link", "true")
                     .append_pair("sysparm_limit", "1");
-                let r = self
-                    .api
-                    .send(&Call::new(
-                        Method::GET,
-                        url,
-                        format!("GET {} {id}", self.table),
-                    ))
-                    .await?;
-                let v: Value = r.json("servicenow query")?;
-                let rec = v
-                    .get("result")
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.first())
-                    .and_then(Value::as_object)
-                    .ok_or_else(|| {
-                        SinkError::permanent(format!(
-                            "servicenow: no {} record numbered {id}",
-                            self.table
-                        ))
-                    })?;
-                let sys_id = rec
-                    .get("sys_id")
-                    .and_then(Value::as_str)
-                    .filter(|s| is_sys_id(s))
-                    .ok_or_else(|| SinkError::permanent("servicenow: the record has no sys_id"))?;
-                Ok((sys_id.to_string(), field_of(rec)))
+            } else {
+                q.append_pair("sysparm_fields", &self.field);
             }
+            q.append_pair("sysparm_exclude_reference_link", "true");
         }
+        let what = format!("GET {} {id}", self.table);
+        let r = self.api.send(&Call::new(Method::GET, url, what)).await?;
+        let v: Value = r.json("servicenow record")?;
+        let result = v.get("result");
+        if !by_number {
+            let rec = result.and_then(Value::as_object).ok_or_else(|| {
+                SinkError::permanent("servicenow: the response has no `result` object")
+            })?;
+            return Ok((id.to_string(), field_of(rec)));
+        }
+        let rec = result
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                SinkError::permanent(format!(
+                    "servicenow: no {} record numbered {id}",
+                    self.table
+                ))
+            })?;
+        let sys_id = rec
+            .get("sys_id")
+            .and_then(Value::as_str)
+            .filter(|s| is_sys_id(s))
+            .ok_or_else(|| SinkError::permanent("servicenow: the record has no sys_id"))?;
+        Ok((sys_id.to_string(), field_of(rec)))
     }
 }
 
