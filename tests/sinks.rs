@@ -508,6 +508,45 @@ async fn servicenow_contract_one_patch_with_note_and_field() {
 }
 
 #[tokio::test]
+async fn servicenow_numbers_are_looked_up_then_patched_by_sys_id() {
+    let k = Kit::with(Vendor::ServiceNow, "ticket_id = \"number\"\n").await;
+    let sys_id = "89abcdef0123456789abcdef01234567";
+    k.server.seed(
+        sys_id,
+        Tk {
+            number: "INC0010001".into(),
+            ..Tk::default()
+        },
+    );
+    let line = |id: &str| json!({"id": id, "subject": "Security key", "body": BODY}).to_string();
+    let (s, dead) = run(
+        k.sink(),
+        &[line("INC0010001"), line("INC0099999")],
+        worker(10, 100),
+    )
+    .await;
+    assert_eq!((s.decided, s.dead_lettered), (1, 1), "{s:?}");
+    assert!(
+        dead[0].1.contains("no incident record numbered INC0099999"),
+        "{dead:?}"
+    );
+    // The two tickets are handled concurrently: keep the known one's requests.
+    let lines: Vec<String> = k.server.log().iter().map(|s| s.line()).collect();
+    let known: Vec<&String> = lines.iter().filter(|l| !l.contains("INC0099999")).collect();
+    assert_eq!(
+        known,
+        [
+            "GET /api/now/table/incident?sysparm_query=number%3DINC0010001&sysparm_fields=sys_id%2Cu_triage_symptom&sysparm_limit=1&sysparm_exclude_reference_link=true",
+            &format!("PATCH /api/now/table/incident/{sys_id}"),
+        ]
+    );
+    let t = k.server.ticket(sys_id);
+    assert_eq!(t.notes.len(), 1);
+    assert!(!t.field.is_empty());
+    k.server.assert_clean();
+}
+
+#[tokio::test]
 async fn freshdesk_contract_note_then_read_merge_write_tags() {
     let k = Kit::new(Vendor::Freshdesk).await;
     k.server.seed(

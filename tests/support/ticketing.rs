@@ -69,6 +69,8 @@ pub struct Tk {
     pub notes: Vec<NoteRec>,
     /// ServiceNow: the symptom field.
     pub field: String,
+    /// ServiceNow: the record's number (`INC0010001`), found by `sysparm_query=number=...`.
+    pub number: String,
 }
 
 /// What a fault does to a request.
@@ -609,8 +611,29 @@ fn servicenow(
     q: &HashMap<String, String>,
     body: Option<Value>,
 ) -> Option<Response> {
-    let sys_id = path.strip_prefix("/api/now/table/incident/")?;
     let mut tickets = st.tickets.lock().unwrap();
+    if path == "/api/now/table/incident" && *method == Method::GET {
+        // A query by number: a list of at most `sysparm_limit` records.
+        let number = q.get("sysparm_query")?.strip_prefix("number=")?;
+        let fields = q.get("sysparm_fields").cloned().unwrap_or_default();
+        let found: Vec<Value> = tickets
+            .iter()
+            .filter(|(_, t)| !t.number.is_empty() && t.number == number)
+            .map(|(sys_id, t)| {
+                let mut rec = serde_json::Map::new();
+                for f in fields.split(',') {
+                    match f {
+                        "sys_id" => rec.insert(f.into(), json!(sys_id)),
+                        "u_triage_symptom" => rec.insert(f.into(), json!(t.field)),
+                        _ => None,
+                    };
+                }
+                Value::Object(rec)
+            })
+            .collect();
+        return Some(reply(200, json!({ "result": found })));
+    }
+    let sys_id = path.strip_prefix("/api/now/table/incident/")?;
     let t = tickets.entry(sys_id.to_string()).or_default();
     match *method {
         Method::GET => {
