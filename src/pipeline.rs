@@ -412,7 +412,7 @@ impl Pipeline {
                     Some(Ok(record)) => {
                         received += 1;
                         h.telemetry.metrics.ticket_consumed(&record.source.topic);
-                        tasks.spawn(h.clone().handle(record));
+                        tasks.spawn(h.clone().handle(record, std::time::Instant::now()));
                     }
                 },
             }
@@ -533,8 +533,8 @@ impl Handler {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// One record, start to end.
-    async fn handle(self: Arc<Self>, record: Record) {
+    /// One record, start to end; `taken` is when the loop took it from the source.
+    async fn handle(self: Arc<Self>, record: Record, taken: std::time::Instant) {
         let _inflight = self.telemetry.metrics.ticket_started();
         let report = self.process(&record).await;
         let src = &record.source;
@@ -568,6 +568,7 @@ impl Handler {
             Outcome::Abandoned => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.metrics.ticket_done(taken.elapsed());
         // store offset: the record is fully handled; its offset may be committed.
         record.ack.done();
     }
@@ -584,6 +585,11 @@ impl Handler {
         // loop prevention: skip events triage caused itself.
         if self.is_own(&ticket) {
             return Report::new(Outcome::Skipped).of(&ticket);
+        }
+        if ticket.truncated.is_some() {
+            // Over worker.max_ticket_bytes with oversize = "scan-prefix": only the beginning
+            // is scanned, and the decision says so.
+            self.telemetry.metrics.ticket_truncated();
         }
         // classify: with the catalogue in service now, kept until this ticket is done.
         let active = self.catalogue.current();
