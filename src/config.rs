@@ -116,6 +116,10 @@ pub struct WorkerSettings {
     /// Tickets received and not yet committed, at most. The consumer pauses at this many, so
     /// it also bounds memory and how many tickets a crash can make the worker handle twice.
     pub max_in_flight: usize,
+    /// Tickets being handled at once (decoding, classifying, waiting for a sink), at most.
+    /// Unlike `max_in_flight` it does not count tickets done and waiting for their commit:
+    /// it bounds the records and decisions held in memory, whatever `max_in_flight` is.
+    pub max_concurrent_tickets: usize,
     /// The most ticket bytes the worker scans. With [`Oversize::DeadLetter`] it is the limit
     /// of a whole record (larger ones go to the dead-letter topic undecoded); with
     /// [`Oversize::ScanPrefix`] it is the limit of a ticket's subject and body together, of
@@ -145,6 +149,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             max_in_flight: 50_000,
+            max_concurrent_tickets: 2048,
             max_ticket_bytes: 1 << 20,
             oversize: Oversize::DeadLetter,
             max_record_bytes: 8 << 20,
@@ -822,6 +827,7 @@ struct RawInput {
 #[serde(deny_unknown_fields, default)]
 struct RawWorker {
     max_in_flight: usize,
+    max_concurrent_tickets: usize,
     max_ticket_bytes: usize,
     oversize: Oversize,
     max_record_bytes: Option<usize>,
@@ -838,6 +844,7 @@ impl Default for RawWorker {
         let d = WorkerSettings::default();
         RawWorker {
             max_in_flight: d.max_in_flight,
+            max_concurrent_tickets: d.max_concurrent_tickets,
             max_ticket_bytes: d.max_ticket_bytes,
             oversize: d.oversize,
             max_record_bytes: None,
@@ -1223,6 +1230,9 @@ impl Ctx<'_> {
         if w.max_in_flight == 0 {
             return Err(self.err("worker.max_in_flight", "must be at least 1"));
         }
+        if w.max_concurrent_tickets == 0 {
+            return Err(self.err("worker.max_concurrent_tickets", "must be at least 1"));
+        }
         if w.max_ticket_bytes < 16 {
             return Err(self.err("worker.max_ticket_bytes", "must be at least 16"));
         }
@@ -1267,6 +1277,7 @@ impl Ctx<'_> {
         }
         let worker = WorkerSettings {
             max_in_flight: w.max_in_flight,
+            max_concurrent_tickets: w.max_concurrent_tickets,
             max_ticket_bytes: w.max_ticket_bytes,
             oversize: w.oversize,
             max_record_bytes,
