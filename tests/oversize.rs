@@ -1,13 +1,15 @@
 //! Tickets over `worker.max_ticket_bytes`, end to end on the real Kafka broker started by
 //! `scripts/test`: dead-lettered whole (`worker.oversize = "dead-letter"`, the default), or
 //! decided on their beginning with the decision marked `truncated` (`"scan-prefix"`), and
-//! dead-lettered in both modes above the hard record limit.
+//! dead-lettered in both modes above the hard record limit. `triage ingest` accepts what the
+//! worker decodes in either mode.
 
 mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use support::ingest::*;
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -190,4 +192,64 @@ async fn scan_prefix_decides_on_the_beginning_and_says_so() {
         ),
         Some(1.0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_accepts_what_the_worker_decodes_and_the_worker_scans_its_beginning() {
+    let _serial = serial().await;
+    let s = Setup::new("over-ingest", 1, &[]).await;
+    let long = format!(
+        "My security key PIN is blocked after too many attempts. {}",
+        "Quoted thread below. ".repeat(200)
+    );
+    let client = reqwest::Client::new();
+
+    // dead-letter (the default): ingest refuses what the worker would dead-letter.
+    let strict = s.config(
+        "strict.toml",
+        &format!("[worker]\nmax_ticket_bytes = 1024\n{}", ingest_section("")),
+    );
+    let server = IngestServer::start(&strict, "strict", "info");
+    let a = generic("G-1", "Key", &long, now_secs())
+        .send(&client, &server.base)
+        .await;
+    assert_eq!(
+        (a.status, a.json["status"].as_str()),
+        (413, Some("too_large")),
+        "{a:?}"
+    );
+    drop(server);
+
+    // scan-prefix: up to max_record_bytes is taken; larger is still refused.
+    let cfg = s.config(
+        "scan.toml",
+        &format!(
+            "[worker]\nmax_ticket_bytes = 1024\noversize = \"scan-prefix\"\nmax_record_bytes = 16384\n{}",
+            ingest_section("")
+        ),
+    );
+    let server = IngestServer::start(&cfg, "scan", "info");
+    let a = generic("G-1", "Key", &long, now_secs())
+        .send(&client, &server.base)
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let huge = "x".repeat(20_000);
+    let a = generic("G-2", "Key", &huge, now_secs())
+        .send(&client, &server.base)
+        .await;
+    assert_eq!(a.status, 413, "{a:?}");
+
+    let decisions = Collector::start(&s.decisions);
+    let mut w = Worker::start(&cfg, "w");
+    decisions.wait_for("the decision", MINUTE, |c| c.len() >= 1);
+    w.signal(libc::SIGTERM);
+    assert!(w
+        .wait(Duration::from_secs(30))
+        .is_some_and(|st| st.success()));
+    let d: serde_json::Value =
+        serde_json::from_slice(decisions.snapshot()[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(d["id"], "G-1");
+    assert_eq!(symptoms(&d), ["pin-locked"], "{d}");
+    assert_eq!(d["truncated"]["scanned_bytes"], 1024, "{d}");
+    assert_eq!(d["truncated"]["total_bytes"], 3 + long.len(), "{d}");
 }
