@@ -5,7 +5,8 @@
 //! 50,000 tickets by default; 1,000,000 with `TRIAGE_LONG=1` (`scripts/test --long`), or any
 //! count in `TRIAGE_SOAK_TICKETS`. The figures are printed on one line starting `soak:`
 //! (run with `--nocapture` to see it; `scripts/bench` does): tickets/s from the first decision
-//! to the last (Kafka record timestamps of the decisions), wall time including the group
+//! to the last (Kafka record timestamps of the decisions) and over the slowest whole 5-second
+//! window between them (runs shorter than 7 s have none: `-`), wall time including the group
 //! join, p50/p99 of the worker's decide latency (`triage_ticket_duration_seconds`: record
 //! taken off the input -> the decisions topic acknowledged it, interpolated within histogram
 //! buckets like PromQL's `histogram_quantile`), and peak RSS. Speed is never asserted here.
@@ -140,6 +141,24 @@ struct Decisions {
     /// Kafka timestamps (ms) of the first and last decision.
     first_ms: i64,
     last_ms: i64,
+    /// Decisions per second of Kafka timestamp.
+    per_second: std::collections::BTreeMap<i64, usize>,
+}
+
+impl Decisions {
+    /// The lowest rate over any whole 5-second window between the first decision and the
+    /// last (the partial seconds at both ends left out); `None` for shorter runs.
+    fn slowest_5s_rate(&self) -> Option<f64> {
+        let (first, last) = (self.first_ms / 1000 + 1, self.last_ms / 1000 - 1);
+        (first..=last - 4)
+            .map(|start| {
+                (start..start + 5)
+                    .map(|sec| self.per_second.get(&sec).copied().unwrap_or(0))
+                    .sum::<usize>() as f64
+                    / 5.0
+            })
+            .min_by(f64::total_cmp)
+    }
 }
 
 /// Read the decisions topic until `n` distinct tickets are decided (or `timeout`), then
@@ -164,6 +183,7 @@ fn read_decisions(topic: &str, n: usize, timeout: Duration, settle: Duration) ->
         total: 0,
         first_ms: i64::MAX,
         last_ms: i64::MIN,
+        per_second: Default::default(),
     };
     let mut distinct = 0;
     let deadline = Instant::now() + timeout;
@@ -185,6 +205,7 @@ fn read_decisions(topic: &str, n: usize, timeout: Duration, settle: Duration) ->
         if let Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) = m.timestamp() {
             d.first_ms = d.first_ms.min(t);
             d.last_ms = d.last_ms.max(t);
+            *d.per_second.entry(t / 1000).or_default() += 1;
         }
         let index = m
             .key()
@@ -309,8 +330,10 @@ async fn soak_every_ticket_is_decided_once_within_the_memory_bound() {
     let p50 = histogram_quantile(&metrics, "triage_ticket_duration_seconds", 0.50);
     let p99 = histogram_quantile(&metrics, "triage_ticket_duration_seconds", 0.99);
     println!(
-        "soak: tickets={n} rate={:.0} first_to_last_s={span_s:.1} wall_s={wall:.1} p50_ms={:.1} p99_ms={:.1} peak_rss_mib={peak:.1} rss_limit_mib={PEAK_RSS_LIMIT_MIB} duplicates={}",
+        "soak: tickets={n} rate={:.0} slowest_5s_rate={} first_to_last_s={span_s:.1} wall_s={wall:.1} p50_ms={:.1} p99_ms={:.1} peak_rss_mib={peak:.1} rss_limit_mib={PEAK_RSS_LIMIT_MIB} duplicates={}",
         (n - 1) as f64 / span_s,
+        d.slowest_5s_rate()
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.0}")),
         p50 * 1e3,
         p99 * 1e3,
         d.total - n - d.foreign
