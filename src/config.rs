@@ -116,8 +116,21 @@ pub struct WorkerSettings {
     /// Tickets received and not yet committed, at most. The consumer pauses at this many, so
     /// it also bounds memory and how many tickets a crash can make the worker handle twice.
     pub max_in_flight: usize,
-    /// Records longer than this go to the dead-letter topic undecoded.
+    /// Tickets being handled at once (decoding, classifying, waiting for a sink), at most.
+    /// Unlike `max_in_flight` it does not count tickets done and waiting for their commit:
+    /// it bounds the records and decisions held in memory, whatever `max_in_flight` is.
+    pub max_concurrent_tickets: usize,
+    /// The most ticket bytes the worker scans. With [`Oversize::DeadLetter`] it is the limit
+    /// of a whole record (larger ones go to the dead-letter topic undecoded); with
+    /// [`Oversize::ScanPrefix`] it is the limit of a ticket's subject and body together, of
+    /// which only the beginning is scanned when they are longer.
     pub max_ticket_bytes: usize,
+    /// What to do with a ticket over `max_ticket_bytes`.
+    pub oversize: Oversize,
+    /// With [`Oversize::ScanPrefix`], records longer than this are still dead-lettered
+    /// undecoded: a whole record is held (and parsed) in memory, so memory needs a hard bound
+    /// that does not depend on what senders send. Unused with [`Oversize::DeadLetter`].
+    pub max_record_bytes: usize,
     /// On SIGTERM/SIGINT, how long to let in-flight tickets finish before leaving anyway.
     pub drain_timeout: Duration,
     /// How often handled offsets are committed to Kafka.
@@ -136,13 +149,62 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             max_in_flight: 50_000,
+            max_concurrent_tickets: 2048,
             max_ticket_bytes: 1 << 20,
+            oversize: Oversize::DeadLetter,
+            max_record_bytes: 8 << 20,
             drain_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_millis(250),
             marker_tag: "triage-processed".into(),
             api_user: None,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The largest record the worker decodes; larger ones are dead-lettered (`too_large`).
+    pub fn record_limit(&self) -> usize {
+        match self.oversize {
+            Oversize::DeadLetter => self.max_ticket_bytes,
+            Oversize::ScanPrefix => self.max_record_bytes,
+        }
+    }
+
+    /// `input` (the `[input]` pointers) with this section's limits applied.
+    pub fn limit_shape(&self, input: TicketShape) -> TicketShape {
+        let shape = TicketShape {
+            max_bytes: self.record_limit(),
+            max_text_bytes: None,
+            ..input
+        };
+        match self.oversize {
+            Oversize::DeadLetter => shape,
+            Oversize::ScanPrefix => shape.scanning_prefix(self.max_ticket_bytes),
+        }
+    }
+}
+
+/// What the worker does with a ticket over `worker.max_ticket_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Oversize {
+    /// `"dead-letter"`: send the record to the dead-letter topic undecoded (class
+    /// `too_large`), so that nothing is decided on part of a ticket.
+    #[default]
+    DeadLetter,
+    /// `"scan-prefix"`: decode records up to `worker.max_record_bytes`, scan the first
+    /// `max_ticket_bytes` of subject and body, and mark the decision `truncated`.
+    ScanPrefix,
+}
+
+impl Oversize {
+    /// The word in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Oversize::DeadLetter => "dead-letter",
+            Oversize::ScanPrefix => "scan-prefix",
         }
     }
 }
@@ -417,6 +479,7 @@ impl SourceKind {
                 author: p("/sys_updated_by"),
                 updated_stamp: p("/sys_updated_on"),
                 max_bytes,
+                max_text_bytes: None,
             },
             // Likewise the automation rule's JSON template, documented with a `ticket` object.
             SourceKind::Freshdesk => TicketShape {
@@ -427,6 +490,7 @@ impl SourceKind {
                 author: None,
                 updated_stamp: p("/ticket/updated_at"),
                 max_bytes,
+                max_text_bytes: None,
             },
         }
     }
@@ -763,7 +827,10 @@ struct RawInput {
 #[serde(deny_unknown_fields, default)]
 struct RawWorker {
     max_in_flight: usize,
+    max_concurrent_tickets: usize,
     max_ticket_bytes: usize,
+    oversize: Oversize,
+    max_record_bytes: Option<usize>,
     drain_timeout_ms: u64,
     commit_interval_ms: u64,
     marker_tag: String,
@@ -777,7 +844,10 @@ impl Default for RawWorker {
         let d = WorkerSettings::default();
         RawWorker {
             max_in_flight: d.max_in_flight,
+            max_concurrent_tickets: d.max_concurrent_tickets,
             max_ticket_bytes: d.max_ticket_bytes,
+            oversize: d.oversize,
+            max_record_bytes: None,
             drain_timeout_ms: d.drain_timeout.as_millis() as u64,
             commit_interval_ms: d.commit_interval.as_millis() as u64,
             marker_tag: d.marker_tag,
@@ -1056,7 +1126,7 @@ impl Settings {
         Settings {
             path: None,
             kafka: None,
-            input: TicketShape::preset(Preset::Plain, worker.max_ticket_bytes),
+            input: worker.limit_shape(TicketShape::preset(Preset::Plain, 0)),
             worker,
             sink: SinkSettings {
                 stdout: true,
@@ -1160,9 +1230,30 @@ impl Ctx<'_> {
         if w.max_in_flight == 0 {
             return Err(self.err("worker.max_in_flight", "must be at least 1"));
         }
+        if w.max_concurrent_tickets == 0 {
+            return Err(self.err("worker.max_concurrent_tickets", "must be at least 1"));
+        }
         if w.max_ticket_bytes < 16 {
             return Err(self.err("worker.max_ticket_bytes", "must be at least 16"));
         }
+        let max_record_bytes = match (w.oversize, w.max_record_bytes) {
+            (Oversize::DeadLetter, Some(_)) => {
+                return Err(self.err(
+                    "worker.max_record_bytes",
+                    "only applies with worker.oversize = \"scan-prefix\" (with \"dead-letter\", worker.max_ticket_bytes is the record limit)",
+                ))
+            }
+            (_, Some(n)) if n < w.max_ticket_bytes => {
+                return Err(self.err(
+                    "worker.max_record_bytes",
+                    format!(
+                        "must be at least worker.max_ticket_bytes ({})",
+                        w.max_ticket_bytes
+                    ),
+                ))
+            }
+            (_, n) => n.unwrap_or_else(|| WorkerSettings::default().max_record_bytes.max(w.max_ticket_bytes)),
+        };
         if w.commit_interval_ms < 10 {
             return Err(self.err("worker.commit_interval_ms", "must be at least 10"));
         }
@@ -1186,7 +1277,10 @@ impl Ctx<'_> {
         }
         let worker = WorkerSettings {
             max_in_flight: w.max_in_flight,
+            max_concurrent_tickets: w.max_concurrent_tickets,
             max_ticket_bytes: w.max_ticket_bytes,
+            oversize: w.oversize,
+            max_record_bytes,
             drain_timeout: Duration::from_millis(w.drain_timeout_ms),
             commit_interval: Duration::from_millis(w.commit_interval_ms),
             marker_tag: w.marker_tag,
@@ -1195,7 +1289,7 @@ impl Ctx<'_> {
             retry_max: Duration::from_millis(w.retry_max_ms),
         };
 
-        let input = self.input(raw.input, worker.max_ticket_bytes)?;
+        let input = worker.limit_shape(self.input(raw.input, worker.max_ticket_bytes)?);
         let kafka = raw.kafka.map(|k| self.kafka(k)).transpose()?;
 
         let sink = self.sinks(raw.sink, kafka.is_none())?;
@@ -1613,16 +1707,22 @@ impl Ctx<'_> {
         })?;
         let topic = raw.topic.unwrap_or_else(|| kafka.input_topic.clone());
         self.topic("ingest.topic", &topic)?;
-        let max_body_bytes = raw.max_body_bytes.unwrap_or(worker.max_ticket_bytes);
+        // What the worker decodes, ingest accepts: with oversize = "dead-letter" that is
+        // worker.max_ticket_bytes; with "scan-prefix", worker.max_record_bytes (the worker
+        // then scans the beginning of a long ticket).
+        let (limit, limit_key) = match worker.oversize {
+            Oversize::DeadLetter => (worker.max_ticket_bytes, "worker.max_ticket_bytes"),
+            Oversize::ScanPrefix => (worker.max_record_bytes, "worker.max_record_bytes"),
+        };
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(limit);
         if max_body_bytes < 16 {
             return Err(self.err("ingest.max_body_bytes", "must be at least 16"));
         }
-        if max_body_bytes > worker.max_ticket_bytes {
+        if max_body_bytes > limit {
             return Err(self.err(
                 "ingest.max_body_bytes",
                 format!(
-                    "must not exceed worker.max_ticket_bytes ({}): triage run would dead-letter larger records",
-                    worker.max_ticket_bytes
+                    "must not exceed {limit_key} ({limit}): triage run would dead-letter larger records"
                 ),
             ));
         }
@@ -2040,6 +2140,80 @@ dead_letter_topic = "tickets-dlq"
         );
         assert_eq!(s.worker, WorkerSettings::default());
         assert_eq!(s.input, TicketShape::preset(Preset::Plain, 1 << 20));
+    }
+
+    #[test]
+    fn oversize_modes_set_the_record_and_text_limits() {
+        // Default: dead-letter; the record limit is max_ticket_bytes, text is never cut.
+        let s = parse(KAFKA).unwrap();
+        assert_eq!(s.worker.oversize, Oversize::DeadLetter);
+        assert_eq!(s.worker.record_limit(), 1 << 20);
+        assert_eq!((s.input.max_bytes, s.input.max_text_bytes), (1 << 20, None));
+
+        let s = parse(&format!(
+            "{KAFKA}[worker]\nmax_ticket_bytes = 65536\noversize = \"scan-prefix\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.worker.oversize, Oversize::ScanPrefix);
+        assert_eq!(s.worker.record_limit(), 8 << 20);
+        assert_eq!(
+            (s.input.max_bytes, s.input.max_text_bytes),
+            (8 << 20, Some(65536))
+        );
+
+        let s = parse(&format!(
+            "{KAFKA}[input]\npreset = \"zendesk\"\n[worker]\noversize = \"scan-prefix\"\nmax_record_bytes = 2097152\n"
+        ))
+        .unwrap();
+        assert_eq!(s.input.body, "/detail/description");
+        assert_eq!(
+            (s.input.max_bytes, s.input.max_text_bytes),
+            (2 << 20, Some(1 << 20))
+        );
+    }
+
+    #[test]
+    fn oversize_errors_say_what_to_change() {
+        let cases = [
+            (
+                "oversize = \"truncate\"\n",
+                "triage.toml:9: worker.oversize: unknown variant `truncate`, expected `dead-letter` or `scan-prefix`",
+            ),
+            (
+                "max_record_bytes = 4194304\n",
+                "triage.toml:9: worker.max_record_bytes: only applies with worker.oversize = \"scan-prefix\"",
+            ),
+            (
+                "oversize = \"scan-prefix\"\nmax_record_bytes = 1000\n",
+                "triage.toml:10: worker.max_record_bytes: must be at least worker.max_ticket_bytes (1048576)",
+            ),
+        ];
+        for (worker, want) in cases {
+            let e = parse(&format!("{KAFKA}[worker]\n{worker}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{worker}\n{e}");
+        }
+    }
+
+    #[test]
+    fn ingest_accepts_what_the_worker_decodes() {
+        let jira = "[ingest.jira]\nsecret_env = \"J\"\n";
+        // scan-prefix: bodies up to the worker's record limit are taken (the default too).
+        let s = parse(&format!(
+            "{KAFKA}[worker]\noversize = \"scan-prefix\"\nmax_record_bytes = 4194304\n{INGEST}{jira}"
+        ))
+        .unwrap();
+        assert_eq!(s.ingest.unwrap().max_body_bytes, 4 << 20);
+        let e = parse(&format!(
+            "{KAFKA}[worker]\noversize = \"scan-prefix\"\n{INGEST}max_body_bytes = 9000000\n{jira}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ingest.max_body_bytes: must not exceed worker.max_record_bytes (8388608)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::classify::{Classification, Finding};
-use crate::ticket::Ticket;
+use crate::ticket::{Ticket, Truncation};
 
 /// Which catalogue decided.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -31,6 +31,11 @@ pub struct Decision {
     pub reply: String,
     /// The catalogue that decided.
     pub catalogue: CatalogueRef,
+    /// Present when the ticket's text was over the scan limit and only its beginning was
+    /// scanned (`worker.oversize = "scan-prefix"`): symptoms described further down were
+    /// not looked for. Absent when the whole text was scanned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
 }
 
 impl Decision {
@@ -57,6 +62,7 @@ impl Decision {
                 version: catalog.version.clone(),
                 digest: catalog.digest.clone(),
             },
+            truncated: ticket.truncated,
         }
     }
 }

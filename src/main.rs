@@ -829,9 +829,15 @@ fn describe(s: &triage::config::Settings, catalog: &Catalog) -> String {
         s.input.updated_stamp.as_deref().unwrap_or("-"),
     );
     out += &format!(
-        "  worker: max_in_flight {}, max_ticket_bytes {}, drain_timeout_ms {}, commit_interval_ms {}, marker_tag {}, api_user {}\n",
+        "  worker: max_in_flight {}, max_concurrent_tickets {}, max_ticket_bytes {}, oversize {}{}, drain_timeout_ms {}, commit_interval_ms {}, marker_tag {}, api_user {}\n",
         w.max_in_flight,
+        w.max_concurrent_tickets,
         w.max_ticket_bytes,
+        w.oversize.name(),
+        match w.oversize {
+            triage::config::Oversize::DeadLetter => String::new(),
+            triage::config::Oversize::ScanPrefix => format!(" (records up to max_record_bytes {})", w.max_record_bytes),
+        },
         w.drain_timeout.as_millis(),
         w.commit_interval.as_millis(),
         w.marker_tag,

@@ -13,6 +13,8 @@
 //! | `triage_tickets_classified_total` | counter | `symptom` (a ticket with two symptoms counts once for each) |
 //! | `triage_tickets_unmatched_total` | counter | |
 //! | `triage_classify_duration_seconds` | histogram | (its `_count` is the number of tickets classified) |
+//! | `triage_tickets_truncated_total` | counter | (tickets of which only the beginning was scanned: `worker.oversize = "scan-prefix"`) |
+//! | `triage_ticket_duration_seconds` | histogram | (record taken off the input -> every sink acknowledged, dead-lettered or skipped) |
 //! | `triage_sink_requests_total` | counter | `sink`, `outcome` = `ok` \| `retry` \| `rejected` \| `fatal` |
 //! | `triage_sink_duration_seconds` | histogram | `sink` |
 //! | `triage_sink_retries_total` | counter | `sink`, `reason` = `rate_limited` \| `timeout` \| `server_error` \| `connection` \| `unavailable` |
@@ -39,11 +41,13 @@ use crate::classify::Finding;
 use crate::sink::SinkError;
 
 /// The name of every metric family, as in the table above.
-pub const FAMILIES: [&str; 14] = [
+pub const FAMILIES: [&str; 16] = [
     "triage_tickets_consumed_total",
     "triage_tickets_classified_total",
     "triage_tickets_unmatched_total",
     "triage_classify_duration_seconds",
+    "triage_tickets_truncated_total",
+    "triage_ticket_duration_seconds",
     "triage_sink_requests_total",
     "triage_sink_duration_seconds",
     "triage_sink_retries_total",
@@ -63,6 +67,13 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const CLASSIFY_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
     0.25,
+];
+
+/// A ticket from intake to done: a millisecond when idle, seconds when a backlog is worked off
+/// (up to `worker.max_in_flight` tickets wait their turn) or a sink is retried.
+const TICKET_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 /// A sink call: a Kafka acknowledgement in milliseconds up to an HTTP API's timeout.
@@ -94,6 +105,11 @@ struct Inner {
     unmatched: IntCounter,
     /// Time to classify one ticket and build its decision.
     classify_duration: Histogram,
+    /// Tickets whose text was over the scan limit and scanned in part only: decisions that
+    /// may have missed a symptom described further down.
+    truncated: IntCounter,
+    /// Time from taking a record to being done with it (the worker's decide latency).
+    ticket_duration: Histogram,
     /// Sink calls by outcome.
     sink_requests: IntCounterVec,
     /// Sink call latency.
@@ -216,6 +232,25 @@ impl Metrics {
             )
             .expect("valid histogram"),
         );
+        let truncated = register(
+            &r,
+            IntCounter::new(
+                "triage_tickets_truncated_total",
+                "Tickets whose subject and body were over worker.max_ticket_bytes and of which only the beginning was scanned (worker.oversize = \"scan-prefix\").",
+            )
+            .expect("valid counter"),
+        );
+        let ticket_duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "triage_ticket_duration_seconds",
+                    "Time from taking a record off the input to being done with it: decided (every sink acknowledged), dead-lettered or skipped. Includes waiting behind other tickets in flight.",
+                )
+                .buckets(TICKET_BUCKETS.to_vec()),
+            )
+            .expect("valid histogram"),
+        );
         let sink_requests = counter_vec(
             "triage_sink_requests_total",
             "Calls to a sink by outcome: ok, retry (failed, will retry), rejected (refused for good: dead-lettered), fatal.",
@@ -288,6 +323,8 @@ impl Metrics {
             classified,
             unmatched,
             classify_duration,
+            truncated,
+            ticket_duration,
             sink_requests,
             sink_duration,
             sink_retries,
@@ -361,6 +398,16 @@ impl Metrics {
     /// A record went to the dead letters for `reason` (its error class).
     pub fn dead_lettered(&self, reason: &str) {
         self.inner.dead_letter_reasons.get(reason).inc();
+    }
+
+    /// A ticket's text was over the scan limit: only its beginning was scanned.
+    pub fn ticket_truncated(&self) {
+        self.inner.truncated.inc();
+    }
+
+    /// A record was done with (decided, dead-lettered or skipped) `took` after it was taken.
+    pub fn ticket_done(&self, took: Duration) {
+        self.inner.ticket_duration.observe(took.as_secs_f64());
     }
 
     /// A ticket is being handled until the returned guard is dropped.

@@ -47,6 +47,10 @@ use crate::ticket::{Ticket, TicketShape};
 /// How often the loop wakes up on its own to re-check back-pressure (and poll the source).
 const TICK: Duration = Duration::from_millis(20);
 
+/// At the concurrency limit with no ticket finishing for this long, intake is paused so the
+/// source is polled again (a Kafka consumer must keep serving its group).
+const STALLED: Duration = Duration::from_secs(1);
+
 /// The dead-letter sink's name in logs and in the `sink` label of the sink metrics.
 const DEAD_LETTERS: &str = "dead-letters";
 
@@ -355,6 +359,8 @@ impl Pipeline {
     ) -> Result<Summary, RunError> {
         let h = &self.handler;
         let max = h.worker.max_in_flight;
+        let max_tasks = h.worker.max_concurrent_tickets.max(1);
+        let mut full_since: Option<Instant> = None;
         let mut tasks = JoinSet::new();
         let mut tick = interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -368,23 +374,36 @@ impl Pipeline {
             if h.fatal().is_some() {
                 break;
             }
-            // Back-pressure: pause while too many records are in flight or tickets wait for a
-            // failing sink; resume once below three quarters of the limit and sinks work.
+            // Back-pressure, two ways. At most max_concurrent_tickets are handled at once:
+            // at the limit the loop takes no record until one finishes (librdkafka's bounded
+            // prefetch queue then fills and fetching stops by itself). Pause while too many
+            // records are in flight (not yet committed), while tickets wait for a failing
+            // sink, or when no ticket has finished for STALLED at the concurrency limit (so the
+            // loop goes back to polling and serving the group); resume once below three
+            // quarters of the in-flight limit, sinks work and tickets finish again.
             let in_flight = source.in_flight();
             let retrying = h.retrying.load(Ordering::Acquire);
-            if !paused && (in_flight >= max || retrying > 0) {
+            let full = tasks.len() >= max_tasks;
+            if !full {
+                full_since = None;
+            }
+            let stalled = full && full_since.get_or_insert_with(Instant::now).elapsed() >= STALLED;
+            if !paused && (in_flight >= max || retrying > 0 || stalled) {
                 match source.pause() {
                     Ok(()) => paused = true,
                     Err(e) => warn!("cannot pause the input: {e}"),
                 }
-                debug!(in_flight, retrying, "input paused");
-            } else if paused && in_flight <= max - max / 4 && retrying == 0 {
+                debug!(in_flight, retrying, stalled, "input paused");
+            } else if paused && in_flight <= max - max / 4 && retrying == 0 && !stalled {
                 match source.resume() {
                     Ok(()) => paused = false,
                     Err(e) => warn!("cannot resume the input: {e}"),
                 }
                 debug!(in_flight, "input resumed");
             }
+            // While paused the source is polled whatever the number of tickets: few records
+            // still arrive, and the group protocol must be served.
+            let take = !full || paused;
 
             tokio::select! {
                 biased;
@@ -396,7 +415,7 @@ impl Pipeline {
                 }
                 _ = tick.tick() => {}
                 // recv: the next record from the source (also serves the group protocol).
-                r = source.recv() => match r {
+                r = source.recv(), if take => match r {
                     None => break,
                     Some(Err(e)) if !e.is_retryable() => {
                         source_error = Some(e);
@@ -412,7 +431,7 @@ impl Pipeline {
                     Some(Ok(record)) => {
                         received += 1;
                         h.telemetry.metrics.ticket_consumed(&record.source.topic);
-                        tasks.spawn(h.clone().handle(record));
+                        tasks.spawn(h.clone().handle(record, std::time::Instant::now()));
                     }
                 },
             }
@@ -533,8 +552,8 @@ impl Handler {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// One record, start to end.
-    async fn handle(self: Arc<Self>, record: Record) {
+    /// One record, start to end; `taken` is when the loop took it from the source.
+    async fn handle(self: Arc<Self>, record: Record, taken: std::time::Instant) {
         let _inflight = self.telemetry.metrics.ticket_started();
         let report = self.process(&record).await;
         let src = &record.source;
@@ -568,6 +587,7 @@ impl Handler {
             Outcome::Abandoned => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.metrics.ticket_done(taken.elapsed());
         // store offset: the record is fully handled; its offset may be committed.
         record.ack.done();
     }
@@ -584,6 +604,11 @@ impl Handler {
         // loop prevention: skip events triage caused itself.
         if self.is_own(&ticket) {
             return Report::new(Outcome::Skipped).of(&ticket);
+        }
+        if ticket.truncated.is_some() {
+            // Over worker.max_ticket_bytes with oversize = "scan-prefix": only the beginning
+            // is scanned, and the decision says so.
+            self.telemetry.metrics.ticket_truncated();
         }
         // classify: with the catalogue in service now, kept until this ticket is done.
         let active = self.catalogue.current();
@@ -967,6 +992,55 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
+    }
+
+    /// Counts the posts under way at once, each taking a few milliseconds.
+    #[derive(Default)]
+    struct Slow {
+        now: AtomicUsize,
+        most: AtomicUsize,
+        posted: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl TicketSink for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        async fn post(&self, _d: Delivery<'_>) -> Result<(), SinkError> {
+            let n = self.now.fetch_add(1, Ordering::AcqRel) + 1;
+            self.most.fetch_max(n, Ordering::AcqRel);
+            sleep(Duration::from_millis(3)).await;
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            self.posted.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_tickets_are_handled_at_once_than_the_concurrency_limit() {
+        let sink = Arc::new(Slow::default());
+        let p = Pipeline::new(
+            Classifier::new(Catalog::builtin()).unwrap(),
+            TicketShape::preset(Preset::Plain, 1000),
+            vec![sink.clone()],
+            Arc::new(Letters::default()),
+            WorkerSettings {
+                max_in_flight: 1000,
+                max_concurrent_tickets: 3,
+                ..worker()
+            },
+        );
+        let lines: String = (0..60)
+            .map(|i| format!("{{\"id\": \"t{i}\", \"body\": \"reset my password\"}}\n"))
+            .collect();
+        let mut src = JsonlSource::from_reader("t.jsonl", std::io::Cursor::new(lines.into_bytes()));
+        let (_tx, rx) = watch::channel(false);
+        let s = p.run(&mut src, rx).await.unwrap();
+        assert_eq!((s.decided, sink.posted.load(Ordering::Acquire)), (60, 60));
+        let most = sink.most.load(Ordering::Acquire);
+        assert!(most <= 3, "{most} tickets at the sink at once (limit 3)");
+        assert!(most >= 2, "tickets still run concurrently ({most})");
     }
 
     #[test]

@@ -29,6 +29,19 @@ pub struct Ticket {
     /// The ticket's last-update stamp as the ticketing system wrote it, when the input has
     /// one; post-back sinks can use it to refuse writing over a newer version of the ticket.
     pub updated_stamp: Option<String>,
+    /// Set when the text was longer than the scan limit and only its beginning was kept
+    /// (`worker.oversize = "scan-prefix"`); the decision says so downstream.
+    pub truncated: Option<Truncation>,
+}
+
+/// How much of a ticket's text was kept when it was over the scan limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Truncation {
+    /// Bytes of subject and body kept and scanned (the limit, or a little less: the cut
+    /// falls on a UTF-8 character boundary).
+    pub scanned_bytes: usize,
+    /// Bytes of subject and body the record had.
+    pub total_bytes: usize,
 }
 
 /// Why an input record is not a ticket. Never retryable: the record itself is wrong.
@@ -54,10 +67,10 @@ pub enum DecodeError {
         /// What it should be.
         expected: &'static str,
     },
-    /// The record is larger than the configured limit (checked before anything else).
-    #[error(
-        "record of {bytes} bytes is over the limit of {limit} bytes (worker.max_ticket_bytes)"
-    )]
+    /// The record is larger than the configured limit (checked before anything else):
+    /// `worker.max_ticket_bytes`, or `worker.max_record_bytes` when oversize tickets are
+    /// scanned in part.
+    #[error("record of {bytes} bytes is over the limit of {limit} bytes")]
     TooLarge {
         /// Size of the record.
         bytes: usize,
@@ -230,6 +243,10 @@ pub struct TicketShape {
     pub updated_stamp: Option<String>,
     /// Records longer than this many bytes are refused before decoding.
     pub max_bytes: usize,
+    /// When set, a ticket whose subject and body hold more bytes than this keeps only their
+    /// beginning, cut at a character boundary, and is marked [`Ticket::truncated`]. When
+    /// `None`, the text is kept whole (`max_bytes` alone bounds it).
+    pub max_text_bytes: Option<usize>,
 }
 
 impl TicketShape {
@@ -245,6 +262,7 @@ impl TicketShape {
                 author: Some(s("/author")),
                 updated_stamp: Some(s("/updated_at")),
                 max_bytes,
+                max_text_bytes: None,
             },
             Preset::Zendesk => TicketShape {
                 id: s("/detail/id"),
@@ -254,6 +272,7 @@ impl TicketShape {
                 author: Some(s("/detail/actor_id")),
                 updated_stamp: Some(s("/detail/updated_at")),
                 max_bytes,
+                max_text_bytes: None,
             },
             Preset::Jira => TicketShape {
                 id: s("/issue/key"),
@@ -263,7 +282,17 @@ impl TicketShape {
                 author: Some(s("/user/accountId")),
                 updated_stamp: Some(s("/issue/fields/updated")),
                 max_bytes,
+                max_text_bytes: None,
             },
+        }
+    }
+
+    /// This shape, keeping at most `max_text_bytes` of a ticket's text (see
+    /// [`TicketShape::max_text_bytes`]).
+    pub fn scanning_prefix(self, max_text_bytes: usize) -> TicketShape {
+        TicketShape {
+            max_text_bytes: Some(max_text_bytes),
+            ..self
         }
     }
 
@@ -360,7 +389,7 @@ impl TicketShape {
             };
         let author = scalar(self.author.as_deref(), "author")?;
         let updated_stamp = scalar(self.updated_stamp.as_deref(), "updated")?;
-        Ok(Ticket {
+        let mut ticket = Ticket {
             id,
             subject,
             body,
@@ -368,8 +397,44 @@ impl TicketShape {
             tags,
             author,
             updated_stamp,
-        })
+            truncated: None,
+        };
+        if let Some(limit) = self.max_text_bytes {
+            ticket.keep_prefix(limit);
+        }
+        Ok(ticket)
     }
+}
+
+impl Ticket {
+    /// Keep at most `limit` bytes of subject and body together (the subject first, then the
+    /// beginning of the body), cutting at a character boundary; note it in `truncated`.
+    pub fn keep_prefix(&mut self, limit: usize) {
+        let total = self.subject.len() + self.body.len();
+        if total <= limit {
+            return;
+        }
+        cut_at_char_boundary(&mut self.subject, limit);
+        cut_at_char_boundary(&mut self.body, limit - self.subject.len());
+        // Give the memory of the cut-off text back now, not when the ticket is done.
+        self.body.shrink_to_fit();
+        self.truncated = Some(Truncation {
+            scanned_bytes: self.subject.len() + self.body.len(),
+            total_bytes: total,
+        });
+    }
+}
+
+/// Shorten `s` to at most `max` bytes, at the last character boundary at or before `max`.
+fn cut_at_char_boundary(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
 }
 
 /// The text of a field: a string as it is, or the text nodes of an Atlassian Document Format
@@ -520,5 +585,60 @@ mod tests {
             "field_type"
         );
         assert!(!shape.decode(b"{}").unwrap_err().is_retryable());
+    }
+
+    #[test]
+    fn scan_prefix_keeps_the_beginning_of_long_text_at_a_character_boundary() {
+        // 20 bytes of subject + body: within the limit, kept whole and not marked.
+        let shape = TicketShape::preset(Preset::Plain, 4096).scanning_prefix(20);
+        let t = shape
+            .decode(br#"{"id": 1, "subject": "0123456789", "body": "abcdefghij"}"#)
+            .unwrap();
+        assert_eq!((t.body.as_str(), t.truncated), ("abcdefghij", None));
+
+        // "é" is two bytes: a cut at byte 20 would split the third one, so 19 bytes are kept.
+        let body = format!("{}{}", "x".repeat(5), "é".repeat(100));
+        let record = format!(r#"{{"id": "a", "subject": "Key locked", "body": "{body}"}}"#);
+        let t = shape.decode(record.as_bytes()).unwrap();
+        assert_eq!(t.subject, "Key locked");
+        assert_eq!(t.body, "xxxxxéé");
+        assert_eq!(
+            t.truncated,
+            Some(Truncation {
+                scanned_bytes: 19,
+                total_bytes: 10 + 5 + 200
+            })
+        );
+
+        // A subject alone over the limit is cut too, and the body is then empty.
+        let long_subject = format!(
+            r#"{{"id": "b", "subject": "{}", "body": "b"}}"#,
+            "s".repeat(30)
+        );
+        let t = shape.decode(long_subject.as_bytes()).unwrap();
+        assert_eq!((t.subject.len(), t.body.as_str()), (20, ""));
+        assert_eq!(t.truncated.unwrap().total_bytes, 31);
+    }
+
+    #[test]
+    fn the_record_limit_holds_in_both_modes() {
+        let record = format!(r#"{{"id": "a", "body": "{}"}}"#, "x".repeat(100));
+        let whole = TicketShape::preset(Preset::Plain, 64);
+        assert_eq!(
+            whole.decode(record.as_bytes()).unwrap_err(),
+            DecodeError::TooLarge {
+                bytes: record.len(),
+                limit: 64
+            }
+        );
+        let prefix = TicketShape::preset(Preset::Plain, 64).scanning_prefix(32);
+        assert_eq!(
+            prefix.decode(record.as_bytes()).unwrap_err().class(),
+            "too_large"
+        );
+        let roomy = TicketShape::preset(Preset::Plain, 4096).scanning_prefix(32);
+        let t = roomy.decode(record.as_bytes()).unwrap();
+        assert_eq!(t.body.len(), 32);
+        assert!(t.truncated.is_some());
     }
 }

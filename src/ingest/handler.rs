@@ -63,7 +63,9 @@ pub struct Ingest {
     permits: Semaphore,
     /// Larger bodies get 413.
     max_body_bytes: usize,
-    /// Larger records (after mapping) get 413: `triage run` would dead-letter them.
+    /// Larger records (after mapping) get 413: `triage run` would dead-letter them. With
+    /// `worker.oversize = "scan-prefix"` a record under it whose text is long is accepted
+    /// whole; the worker scans its beginning.
     max_record_bytes: usize,
     /// Time allowed for the body to arrive.
     pub(super) request_timeout: Duration,
@@ -117,7 +119,8 @@ const DELIVERY_ID_HEADERS: &[&str] = &[
 
 impl Ingest {
     /// The shared state for `settings` (the routes' secrets are read now);
-    /// `max_record_bytes` is `worker.max_ticket_bytes`.
+    /// `max_record_bytes` is the largest record the worker decodes
+    /// ([`crate::config::WorkerSettings::record_limit`]).
     pub fn new(
         settings: &IngestSettings,
         max_record_bytes: usize,

@@ -87,7 +87,7 @@ pub fn prepare(settings: &Settings, registry: Registry) -> Result<Arc<Ingest>, I
     };
     let producer = TicketProducer::new(kafka, &ingest.topic, ingest.produce_timeout)
         .map_err(IngestError::Producer)?;
-    let app = Ingest::new(ingest, settings.worker.max_ticket_bytes, producer, registry)?;
+    let app = Ingest::new(ingest, settings.worker.record_limit(), producer, registry)?;
     Ok(Arc::new(app))
 }
 

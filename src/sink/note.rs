@@ -193,9 +193,26 @@ pub fn render(catalog: &Catalog, d: &Decision, markup: Markup) -> String {
         out.push_str("\n\n");
         out.push_str(reply::render_symptom(catalog, sym, &f).trim_end());
     }
+    if let Some(t) = &d.truncated {
+        out.push_str(&format!(
+            "\n\nOnly the first {} of this ticket's {} of text were scanned (worker.oversize = \"scan-prefix\"): symptoms described further down were not looked for.",
+            size(t.scanned_bytes),
+            size(t.total_bytes)
+        ));
+    }
     match markup {
         Markup::Html => to_html(&out),
         _ => out,
+    }
+}
+
+/// A byte count for people: `812 bytes`, `64 KiB`, `3.2 MiB`.
+fn size(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    match bytes {
+        b if b < KIB => format!("{b} bytes"),
+        b if b < KIB * KIB => format!("{} KiB", b / KIB),
+        b => format!("{:.1} MiB", b as f64 / (KIB * KIB) as f64),
     }
 }
 
@@ -270,6 +287,24 @@ mod tests {
             text: text.into(),
             rule: "keyword:x".into(),
         }];
+    }
+
+    #[test]
+    fn a_note_on_a_truncated_ticket_says_how_much_was_scanned() {
+        let (cat, mut d) = decision("My security key PIN is blocked after too many attempts.");
+        let whole = render(&cat, &d, Markup::Plain);
+        assert!(!whole.contains("were scanned"), "{whole}");
+        d.truncated = Some(crate::ticket::Truncation {
+            scanned_bytes: 1 << 20,
+            total_bytes: 5 << 20,
+        });
+        let note = render(&cat, &d, Markup::Plain);
+        assert!(
+            note.ends_with("Only the first 1.0 MiB of this ticket's 5.0 MiB of text were scanned (worker.oversize = \"scan-prefix\"): symptoms described further down were not looked for."),
+            "{note}"
+        );
+        assert_eq!(size(812), "812 bytes");
+        assert_eq!(size(64 * 1024 + 3), "64 KiB");
     }
 
     #[test]
