@@ -247,8 +247,9 @@ pub fn check_connection(k: &KafkaSettings, timeout: Duration) -> Result<(), Conn
             Ok(_) => return Ok(()),
             Err(e) => e.to_string(),
         };
-        // Serves the error callbacks, where the reason of a refusal is reported.
-        client.poll(Duration::ZERO);
+        // Serves the queued events (every one of them until the short deadline), among them
+        // the error callbacks where the reason of a refusal is reported.
+        client.poll(Duration::from_millis(100));
         let ctx = client.context();
         let refused = ctx
             .refused
