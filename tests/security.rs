@@ -344,3 +344,121 @@ async fn a_ca_that_did_not_sign_the_broker_stops_run_and_ingest_with_what_to_che
         );
     }
 }
+
+// ----- notes: quoted ticket text cannot add markup, whichever help desk renders it ---------
+
+/// A ticket whose matched evidence carries wiki and bracket markup (`security [key`,
+/// `PIN is *blocked`) next to HTML, wiki and template markup that is not evidence.
+const HOSTILE_BODY: &str = "My security [key|http://evil.example] PIN is *blocked* {code}x{code} \
+     [code]<b>x</b>[/code] <script>alert(1)</script> {{ticket.requester.email}} !http://evil.example/i.png!";
+
+/// Dead letters are a failure here.
+struct NoDeadLetters;
+
+#[async_trait::async_trait]
+impl triage::sink::dead_letter::DeadLetterSink for NoDeadLetters {
+    async fn send(
+        &self,
+        l: triage::sink::dead_letter::DeadLetter<'_>,
+    ) -> Result<(), triage::sink::SinkError> {
+        panic!("dead letter: {} {}", l.class, l.message);
+    }
+}
+
+/// The note the sink for `vendor` posted for one hostile ticket, as the server received it.
+async fn posted_note(vendor: Vendor) -> String {
+    use triage::ticket::{Preset, TicketShape};
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (auth, id, section) = match vendor {
+        Vendor::Zendesk => (
+            format!("Basic {}", b64("agent@example.com/token:zd-secret")),
+            "101",
+            "[sink.zendesk]\nemail = \"agent@example.com\"\napi_token_file = \"SECRET\"\n",
+        ),
+        Vendor::Jira => (
+            format!("Basic {}", b64("agent@example.com:zd-secret")),
+            "HD-7",
+            "[sink.jira]\nemail = \"agent@example.com\"\napi_token_file = \"SECRET\"\n",
+        ),
+        Vendor::ServiceNow => (
+            format!("Basic {}", b64("triage:zd-secret")),
+            "0123456789abcdef0123456789abcdef",
+            "[sink.servicenow]\nusername = \"triage\"\npassword_file = \"SECRET\"\nsymptom_field = \"u_triage_symptom\"\n",
+        ),
+        Vendor::Freshdesk => (
+            format!("Basic {}", b64("zd-secret:X")),
+            "55",
+            "[sink.freshdesk]\napi_key_file = \"SECRET\"\n",
+        ),
+    };
+    let server = Server::start(vendor, &auth).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "zd-secret\n").unwrap();
+    let text = format!(
+        "{}base_url = \"{}\"\ntimeout_ms = 2000\n",
+        section.replace("SECRET", &secret.display().to_string()),
+        server.base()
+    );
+    let settings =
+        triage::config::Settings::parse(&text, std::path::Path::new("notes.toml")).unwrap();
+    let classifier =
+        triage::classify::Classifier::new(triage::catalog::Catalog::builtin()).unwrap();
+    let sinks = triage::pipeline::ticketing_sinks(&settings, &classifier).unwrap();
+    let p = triage::pipeline::Pipeline::new(
+        classifier,
+        TicketShape::preset(Preset::Plain, 1 << 20),
+        sinks,
+        Arc::new(NoDeadLetters),
+        settings.worker.clone(),
+    );
+    let line = serde_json::json!({"id": id, "subject": "Security key", "body": HOSTILE_BODY});
+    let mut src = triage::source::jsonl::JsonlSource::from_reader(
+        "t.jsonl",
+        std::io::Cursor::new(format!("{line}\n").into_bytes()),
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let summary = tokio::time::timeout(MINUTE, p.run(&mut src, rx))
+        .await
+        .expect("pipeline finished")
+        .unwrap();
+    assert_eq!(summary.decided, 1, "{summary:?}");
+    server.assert_clean();
+    let notes = server.ticket(id).notes;
+    assert_eq!(notes.len(), 1, "one note on {vendor:?}");
+    notes[0].text.clone()
+}
+
+#[tokio::test]
+async fn notes_posted_to_every_help_desk_quote_hostile_ticket_text_inertly() {
+    for vendor in [Vendor::Zendesk, Vendor::Freshdesk] {
+        let html = posted_note(vendor).await;
+        let tags: Vec<&str> = html.match_indices('<').map(|(i, _)| &html[i..]).collect();
+        assert!(
+            tags.iter()
+                .all(|t| ["<p>", "</p>", "<br>"].iter().any(|ok| t.starts_with(ok))),
+            "{vendor:?}: markup beyond <p> and <br>: {html}"
+        );
+        assert!(
+            html.contains("security [key") && html.contains("PIN is *blocked"),
+            "{vendor:?}: evidence quoted: {html}"
+        );
+        assert!(!html.contains("{{"), "{vendor:?}: {html}");
+    }
+
+    let wiki = posted_note(Vendor::Jira).await;
+    assert!(
+        wiki.contains("security \\[key") && wiki.contains("PIN is \\*blocked"),
+        "Jira: wiki markup in evidence escaped: {wiki}"
+    );
+    for raw in ["{code}", "[code]", "<script", "{{", "!http", "|http"] {
+        assert!(!wiki.contains(raw), "Jira: {raw:?} in {wiki}");
+    }
+
+    let journal = posted_note(Vendor::ServiceNow).await;
+    assert!(
+        journal.contains("security (key") && !journal.contains('['),
+        "ServiceNow: no [code] can open from quoted text: {journal}"
+    );
+    assert!(!journal.contains("<script"), "{journal}");
+}
