@@ -108,14 +108,16 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> Result
     let kafka = settings.kafka.as_ref().expect("checked by prepare");
     match check_connection_async(kafka, Duration::from_secs(5)).await {
         Err(e) if !e.is_retryable() => return Err(e.into()),
-        Ok(()) | Err(_) => {}
-    }
-    match app.producer.topic_state(Duration::from_secs(5)).await {
-        TopicState::Missing => return Err(IngestError::MissingTopic(ingest.topic.clone())),
-        TopicState::Unreachable(e) => {
+        Err(e) => {
             warn!("Kafka is unreachable ({e}); serving anyway: requests get 503 until it is back")
         }
-        TopicState::Ready => {}
+        Ok(()) => match app.producer.topic_state(Duration::from_secs(5)).await {
+            TopicState::Missing => return Err(IngestError::MissingTopic(ingest.topic.clone())),
+            TopicState::Unreachable(e) => warn!(
+                "Kafka is unreachable ({e}); serving anyway: requests get 503 until it is back"
+            ),
+            TopicState::Ready => {}
+        },
     }
 
     let listener = TcpListener::bind(ingest.listen)
