@@ -840,6 +840,103 @@ mod tests {
         s.lock().parts[&p].committable()
     }
 
+    fn settings(props: &[(&str, &str)]) -> KafkaSettings {
+        KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            group_id: "g".into(),
+            input_topic: "in".into(),
+            decisions_topic: None,
+            dead_letter_topic: "dlq".into(),
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            consumer_properties: Default::default(),
+            producer_properties: Default::default(),
+            secret_properties: [(
+                "sasl.password".to_string(),
+                crate::config::Secret::new("pw-never-shown"),
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn refusals_are_told_from_other_client_errors() {
+        use RDKafkaErrorCode as C;
+        let sasl = "sasl_ssl://h:9094/bootstrap: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512";
+        assert_eq!(
+            refusal(Some(C::Authentication), sasl),
+            Some(Refusal::Authentication)
+        );
+        assert_eq!(
+            refusal(Some(C::BrokerTransportFailure), sasl),
+            Some(Refusal::Authentication)
+        );
+        let tls = "sasl_ssl://h:9094/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed";
+        assert_eq!(refusal(Some(C::SSL), tls), Some(Refusal::Tls));
+        assert_eq!(
+            refusal(
+                Some(C::BrokerTransportFailure),
+                "h:9094/bootstrap: error:0A000086:SSL routines::certificate verify failed"
+            ),
+            Some(Refusal::Tls)
+        );
+        assert_eq!(
+            refusal(
+                Some(C::BrokerTransportFailure),
+                "h:9094/bootstrap: Connect to ipv4#127.0.0.1:9094 failed: Connection refused"
+            ),
+            None
+        );
+        assert_eq!(
+            refusal(Some(C::AllBrokersDown), "1/1 brokers are down"),
+            None
+        );
+    }
+
+    #[test]
+    fn refusal_messages_say_where_as_whom_and_what_to_check_without_the_secret() {
+        let e = ConnectError::Authentication {
+            bootstrap: "kafka:9094".into(),
+            mechanism: "SCRAM-SHA-512".into(),
+            user: "\"triage\"".into(),
+            reason: "invalid credentials".into(),
+        };
+        let m = e.to_string();
+        for needed in [
+            "kafka:9094",
+            "user \"triage\"",
+            "SCRAM-SHA-512",
+            "sasl.password",
+            "invalid credentials",
+        ] {
+            assert!(m.contains(needed), "{needed:?} missing: {m}");
+        }
+        assert!(!e.is_retryable());
+        let t = ConnectError::Tls {
+            bootstrap: "kafka:9094".into(),
+            reason: "certificate verify failed".into(),
+        };
+        assert!(t.to_string().contains("ssl.ca.location") && !t.is_retryable());
+        let u = ConnectError::Unreachable {
+            bootstrap: "kafka:9094".into(),
+            timeout_ms: 5000,
+            reason: "Connection refused".into(),
+        };
+        assert!(u.to_string().contains("5000 ms") && u.is_retryable());
+    }
+
+    #[test]
+    fn nothing_listening_is_unreachable_within_the_timeout() {
+        let k = settings(&[]);
+        let t0 = Instant::now();
+        let e = check_connection(&k, Duration::from_millis(1500)).unwrap_err();
+        assert!(matches!(e, ConnectError::Unreachable { .. }), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        assert!(!format!("{e} {e:?}").contains("pw-never-shown"));
+    }
+
     #[test]
     fn commits_only_below_the_first_record_not_done() {
         let s = shared();
