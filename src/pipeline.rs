@@ -157,6 +157,11 @@ async fn run_pipeline(
             (Box::new(source), Arc::new(StderrDeadLetters))
         }
         (None, Some(k)) => {
+            // A refused login or TLS handshake stops the worker here, with what to check,
+            // instead of an endless stream of client retries.
+            kafka::check_connection_async(k, Duration::from_secs(30))
+                .await
+                .map_err(|e| RunError::Setup(e.to_string()))?;
             let producer = kafka::producer(k)?;
             let mut topics = vec![k.input_topic.clone(), k.dead_letter_topic.clone()];
             topics.extend(k.decisions_topic.clone());

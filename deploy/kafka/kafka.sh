@@ -13,6 +13,8 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 HOST=127.0.0.1
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+KAFKA_SASL_SSL_PORT=${KAFKA_SASL_SSL_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_SASL_USERNAME=${KAFKA_SASL_USERNAME:-triage}
 STATE_DIR=${TRIAGE_KAFKA_DIR:-/tmp/triage-kafka}
 CACHE_DIR=${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/triage/kafka-$KAFKA_VERSION}
 LIBS_DIR=${KAFKA_LIBS_DIR:-$CACHE_DIR/libs}
@@ -35,6 +37,18 @@ DATA_DIR="$STATE_DIR/data"
 LOG_FILE="$STATE_DIR/kafka.log"
 PID_FILE="$STATE_DIR/kafka.pid"
 STAMP="$LIBS_DIR/.triage-kafka-complete"
+# The SASL_SSL listener: TLS with a CA made here, SCRAM-SHA-512 with a generated password.
+SECURE_BOOTSTRAP="$HOST:$KAFKA_SASL_SSL_PORT"
+SASL_MECHANISM=SCRAM-SHA-512
+TLS_DIR="$STATE_DIR/tls"
+CA_PEM="$TLS_DIR/ca.pem"
+CA_KEY="$TLS_DIR/ca.key"
+SERVER_KEYSTORE="$TLS_DIR/server-keystore.pem"
+SASL_PASSWORD_FILE="$STATE_DIR/sasl-password"
+SECURE_CLIENT_PROPS="$STATE_DIR/client-sasl-ssl.properties"
+SCRAM_STAMP="$STATE_DIR/.scram-user"
+
+secure_on() { [[ $KAFKA_SASL_SSL_PORT != off ]]; }
 
 if [[ -n ${JAVA_HOME:-} && -x "$JAVA_HOME/bin/java" ]]; then
   JAVA="$JAVA_HOME/bin/java"
@@ -59,9 +73,16 @@ Commands:
                    the storage (first time only, random cluster id), start the
                    broker in the background and wait until it answers a real
                    metadata request (timeout \$KAFKA_START_TIMEOUT s). On success
-                   prints exactly one line on stdout:
+                   prints on stdout, first, the plaintext listener:
                      KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP
-                   (progress goes to stderr). Reuses a broker already running
+                   then the SASL_SSL listener (unless KAFKA_SASL_SSL_PORT=off):
+                     KAFKA_SASL_SSL_BOOTSTRAP_SERVERS=$SECURE_BOOTSTRAP
+                     KAFKA_SSL_CA_LOCATION=$CA_PEM
+                     KAFKA_SASL_MECHANISM=$SASL_MECHANISM
+                     KAFKA_SASL_USERNAME=$KAFKA_SASL_USERNAME
+                     KAFKA_SASL_PASSWORD_FILE=$SASL_PASSWORD_FILE
+                   one VARIABLE=value a line, for \`export\` (progress goes to
+                   stderr). The password itself is never printed. Reuses a broker already running
                    from the same state dir. On failure prints the tail of the
                    broker log and stops what it started.
   stop             Stop the broker: SIGTERM, then SIGKILL after
@@ -84,9 +105,24 @@ Commands:
 Topics are never auto-created (auto.create.topics.enable=false): tests create
 their own. Data survives stop/start; use \`clean\` for a fresh broker.
 
+Security: besides the plaintext listener, the broker has a SASL_SSL listener
+(TLS, SCRAM-SHA-512), for testing clients the way production clusters are
+reached. On the first start the script makes, in the state dir (mode 0600):
+a CA (tls/ca.pem, tls/ca.key), the broker's key and certificate signed by it
+for 127.0.0.1 and localhost (tls/server-keystore.pem, a PEM keystore), a
+random password (sasl-password), and the SCRAM user KAFKA_SASL_USERNAME with
+that password; and the Java tools' client properties for that listener
+(client-sasl-ssl.properties), e.g.
+  $PROG run org.apache.kafka.tools.TopicCommand --list \\
+    --bootstrap-server $SECURE_BOOTSTRAP --command-config $SECURE_CLIENT_PROPS
+The password reaches the broker through a file, never a command line. The
+broker's certificate is made again when it expires within a day.
+
 Environment (defaults in brackets):
   KAFKA_PORT             client listener port on $HOST [19092]
   KAFKA_CONTROLLER_PORT  KRaft controller listener port [KAFKA_PORT+1]
+  KAFKA_SASL_SSL_PORT    SASL_SSL listener port, or "off" for none [KAFKA_PORT+2]
+  KAFKA_SASL_USERNAME    the SCRAM-SHA-512 user made for clients [triage]
   TRIAGE_KAFKA_DIR       state dir: config, data, log, pid [/tmp/triage-kafka]
   KAFKA_VERSION          Kafka version fetched from the registry [4.1.1]
   KAFKA_CACHE_DIR        jar cache [\${XDG_CACHE_HOME:-\$HOME/.cache}/triage/kafka-\$KAFKA_VERSION]
@@ -105,11 +141,12 @@ Environment (defaults in brackets):
 
 Files:
   cache   $LIBS_DIR
-  state   $STATE_DIR/{server.properties,data/,kafka.log,kafka.pid}
+  state   $STATE_DIR/{server.properties,data/,kafka.log,kafka.pid,
+          tls/,sasl-password,client-sasl-ssl.properties}
 
 CI example:
-  deploy/kafka/kafka.sh start            # prints KAFKA_BOOTSTRAP_SERVERS=...
-  export KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP
+  deploy/kafka/kafka.sh start >kafka.env  # KAFKA_BOOTSTRAP_SERVERS=... first
+  while IFS= read -r line; do export "\$line"; done <kafka.env
   ... run tests ...
   deploy/kafka/kafka.sh stop
 EOF
@@ -217,6 +254,19 @@ EOF
 write_config() {
   write_tools_config
   mkdir -p "$DATA_DIR"
+  local secure_listener="" secure_props=""
+  if secure_on; then
+    secure_listener=",SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT"
+    secure_props="
+# --- SASL_SSL listener: TLS (PEM keystore made by kafka.sh), SCRAM-SHA-512 users
+sasl.enabled.mechanisms=$SASL_MECHANISM
+listener.name.sasl_ssl.sasl.enabled.mechanisms=$SASL_MECHANISM
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$SERVER_KEYSTORE
+listener.name.sasl_ssl.ssl.client.auth=none
+"
+  fi
   cat >"$SERVER_PROPS" <<EOF
 # Generated by deploy/kafka/kafka.sh on every start: edits are overwritten.
 # Use KAFKA_SERVER_PROPERTIES_EXTRA to add or override settings.
@@ -228,11 +278,11 @@ controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 
 # --- Listeners, loopback only
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT$secure_listener
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT$secure_listener
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+$secure_props
 # --- Storage (data and KRaft metadata log)
 log.dirs=$DATA_DIR
 
@@ -365,6 +415,130 @@ wait_until_ready() {
   done
 }
 
+# --- The SASL_SSL listener's CA, certificate, password and user ---------------------------
+
+# A CA and a broker certificate for 127.0.0.1/localhost, made once per state dir (again
+# when the certificate expires within a day). Keys stay in the state dir, mode 0600.
+make_tls() {
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed for the SASL_SSL listener (or set KAFKA_SASL_SSL_PORT=off)"
+  if [[ -s $CA_PEM && -s $SERVER_KEYSTORE ]] &&
+    openssl x509 -noout -checkend 86400 -in "$SERVER_KEYSTORE" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "making a CA and a broker certificate in $TLS_DIR"
+  local tmp="$TLS_DIR.tmp.$$" err serial
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  chmod 700 "$tmp"
+  err="$tmp/openssl.log"
+  serial="0x$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
+    'keyUsage=critical,digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' >"$tmp/server.ext"
+  if ! (
+    umask 077
+    openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 825 \
+      -subj "/CN=triage local test CA $(date -u +%Y%m%d%H%M%S)" \
+      -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+      -keyout "$tmp/ca.key" -out "$tmp/ca.pem" &&
+      openssl req -new -newkey rsa:2048 -nodes -sha256 -subj "/CN=$HOST" \
+        -keyout "$tmp/server.key" -out "$tmp/server.csr" &&
+      openssl x509 -req -sha256 -days 825 -in "$tmp/server.csr" -CA "$tmp/ca.pem" \
+        -CAkey "$tmp/ca.key" -set_serial "$serial" -extfile "$tmp/server.ext" \
+        -out "$tmp/server.pem" &&
+      cat "$tmp/server.key" "$tmp/server.pem" >"$tmp/server-keystore.pem"
+  ) >"$err" 2>&1; then
+    cat "$err" >&2
+    rm -rf "$tmp"
+    die "openssl could not make the CA and the broker certificate (see above)"
+  fi
+  rm -f "$tmp/server.csr" "$tmp/server.ext" "$tmp/server.key" "$tmp/server.pem" "$err"
+  chmod 644 "$tmp/ca.pem"
+  chmod 755 "$tmp"
+  rm -rf "$TLS_DIR"
+  mv "$tmp" "$TLS_DIR"
+}
+
+# The SCRAM user's password: random, made once, kept in a 0600 file (one line).
+make_password() {
+  [[ -s $SASL_PASSWORD_FILE ]] && return 0
+  (
+    umask 077
+    head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$SASL_PASSWORD_FILE.tmp"
+    printf '\n' >>"$SASL_PASSWORD_FILE.tmp"
+  )
+  mv "$SASL_PASSWORD_FILE.tmp" "$SASL_PASSWORD_FILE"
+  rm -f "$SCRAM_STAMP"
+}
+
+# The Java tools' settings for the SASL_SSL listener (it holds the password: mode 0600).
+write_secure_client_props() {
+  local pw
+  pw=$(head -n 1 "$SASL_PASSWORD_FILE")
+  (
+    umask 077
+    cat >"$SECURE_CLIENT_PROPS.tmp" <<EOF
+# Generated by deploy/kafka/kafka.sh: Java clients of the SASL_SSL listener $SECURE_BOOTSTRAP.
+security.protocol=SASL_SSL
+sasl.mechanism=$SASL_MECHANISM
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_SASL_USERNAME" password="$pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$CA_PEM
+request.timeout.ms=5000
+default.api.timeout.ms=10000
+EOF
+  )
+  mv "$SECURE_CLIENT_PROPS.tmp" "$SECURE_CLIENT_PROPS"
+}
+
+# Create (or reset) the SCRAM user through the plaintext listener, then wait until the
+# SASL_SSL listener lets it in. The password goes to the tool in a 0600 file, never on its
+# command line. Done once per user and password (stamp file).
+ensure_scram_user() {
+  local stamp_value
+  stamp_value="$KAFKA_SASL_USERNAME $(cksum <"$SASL_PASSWORD_FILE")"
+  if [[ -f $SCRAM_STAMP && "$(cat "$SCRAM_STAMP")" == "$stamp_value" ]]; then
+    return 0
+  fi
+  local add="$STATE_DIR/.scram-add.properties" pw out
+  pw=$(head -n 1 "$SASL_PASSWORD_FILE")
+  (
+    umask 077
+    printf '%s=iterations=8192,password=%s\n' "$SASL_MECHANISM" "$pw" >"$add"
+  )
+  log "creating the SCRAM user '$KAFKA_SASL_USERNAME' ($SASL_MECHANISM)"
+  if ! out=$(run_tool kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+    --command-config "$ADMIN_PROPS" --alter --entity-type users \
+    --entity-name "$KAFKA_SASL_USERNAME" --add-config-file "$add" 2>&1); then
+    rm -f "$add"
+    printf '%s\n' "${out//"$pw"/***}" >&2
+    fail_start "could not create the SCRAM user '$KAFKA_SASL_USERNAME'"
+  fi
+  rm -f "$add"
+  # The credential reaches the listener through the metadata log: wait for a real login.
+  local deadline=$((SECONDS + 30)) probe_log="$STATE_DIR/.secure-probe.log"
+  until run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$SECURE_BOOTSTRAP" \
+    --command-config "$SECURE_CLIENT_PROPS" --list >/dev/null 2>"$probe_log"; do
+    if ((SECONDS >= deadline)); then
+      cat "$probe_log" >&2
+      fail_start "the SASL_SSL listener $SECURE_BOOTSTRAP did not let '$KAFKA_SASL_USERNAME' in within 30 s"
+    fi
+    sleep 0.5
+  done
+  rm -f "$probe_log"
+  printf '%s\n' "$stamp_value" >"$SCRAM_STAMP"
+}
+
+# What clients need to reach the SASL_SSL listener, one VARIABLE=value a line.
+print_secure_env() {
+  secure_on || return 0
+  printf '%s\n' \
+    "KAFKA_SASL_SSL_BOOTSTRAP_SERVERS=$SECURE_BOOTSTRAP" \
+    "KAFKA_SSL_CA_LOCATION=$CA_PEM" \
+    "KAFKA_SASL_MECHANISM=$SASL_MECHANISM" \
+    "KAFKA_SASL_USERNAME=$KAFKA_SASL_USERNAME" \
+    "KAFKA_SASL_PASSWORD_FILE=$SASL_PASSWORD_FILE"
+}
+
 gen_cluster_id() {
   # Same shape as Kafka's Uuid.randomUuid(): 16 random bytes, URL-safe
   # base64 without padding, never starting with '-'.
@@ -380,6 +554,13 @@ cmd_start() {
   check_port_var KAFKA_PORT "$KAFKA_PORT"
   check_port_var KAFKA_CONTROLLER_PORT "$KAFKA_CONTROLLER_PORT"
   [[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
+  if secure_on; then
+    check_port_var KAFKA_SASL_SSL_PORT "$KAFKA_SASL_SSL_PORT"
+    [[ $KAFKA_SASL_SSL_PORT != "$KAFKA_PORT" && $KAFKA_SASL_SSL_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
+      die "KAFKA_SASL_SSL_PORT must differ from KAFKA_PORT and KAFKA_CONTROLLER_PORT"
+    [[ $KAFKA_SASL_USERNAME =~ ^[A-Za-z0-9._-]+$ ]] ||
+      die "KAFKA_SASL_USERNAME may hold only letters, digits, '.', '_' and '-'"
+  fi
   check_java
   cmd_fetch
   mkdir -p "$STATE_DIR"
@@ -389,18 +570,33 @@ cmd_start() {
   if pid=$(running_pid); then
     log "broker already running from $STATE_DIR (pid $pid); checking it answers"
     wait_until_ready "$pid"
+    if secure_on; then
+      grep -q "SASL_SSL://$SECURE_BOOTSTRAP" "$SERVER_PROPS" ||
+        die "the running broker has no SASL_SSL listener on $SECURE_BOOTSTRAP; restart it ('$PROG stop', then '$PROG start')"
+      make_password
+      write_secure_client_props
+      ensure_scram_user
+    fi
     log "reusing the running broker on $BOOTSTRAP"
     echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+    print_secure_env
     return 0
   fi
   rm -f "$PID_FILE"
   local port
-  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  local -a ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+  secure_on && ports+=("$KAFKA_SASL_SSL_PORT")
+  for port in "${ports[@]}"; do
     if port_open "$port"; then
-      die "$HOST:$port is already in use by another process (not a broker of $STATE_DIR); stop it or set KAFKA_PORT/KAFKA_CONTROLLER_PORT"
+      die "$HOST:$port is already in use by another process (not a broker of $STATE_DIR); stop it or set KAFKA_PORT/KAFKA_CONTROLLER_PORT/KAFKA_SASL_SSL_PORT"
     fi
   done
 
+  if secure_on; then
+    make_tls
+    make_password
+    write_secure_client_props
+  fi
   write_config
   [[ -f $LOG_FILE ]] && mv -f "$LOG_FILE" "$LOG_FILE.prev"
   : >"$LOG_FILE"
@@ -432,8 +628,10 @@ cmd_start() {
   # Give ps a moment to show java's own command line.
   sleep 0.2
   wait_until_ready "$pid"
+  if secure_on; then ensure_scram_user; fi
   log "broker up (pid $pid) after $((SECONDS - t0)) s"
   echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+  print_secure_env
 }
 
 cmd_stop() {

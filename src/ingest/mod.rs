@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Forward, Settings};
+use crate::source::kafka::{check_connection_async, ConnectError};
 pub use handler::Ingest;
 use produce::{TicketProducer, TopicState};
 
@@ -69,6 +70,10 @@ pub enum IngestError {
     /// The producer cannot be created (bad client properties).
     #[error("{0}")]
     Producer(String),
+    /// The cluster refused the login or the TLS handshake (a cluster that does not answer
+    /// is not an error at start-up: requests get 503 until it is back).
+    #[error(transparent)]
+    Kafka(#[from] ConnectError),
 }
 
 impl IngestError {
@@ -97,14 +102,22 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> Result
     let app = prepare(settings, Registry::new())?;
     let ingest = settings.ingest.as_ref().expect("checked by prepare");
 
-    // A missing topic is a mistake to fix before serving; an unreachable cluster is not:
-    // serve anyway (503 until it is back) so the help desks get answers they retry.
-    match app.producer.topic_state(Duration::from_secs(5)).await {
-        TopicState::Missing => return Err(IngestError::MissingTopic(ingest.topic.clone())),
-        TopicState::Unreachable(e) => {
+    // Wrong credentials or an untrusted certificate are mistakes to fix before serving, and
+    // so is a missing topic; an unreachable cluster is not: serve anyway (503 until it is
+    // back) so the help desks get answers they retry.
+    let kafka = settings.kafka.as_ref().expect("checked by prepare");
+    match check_connection_async(kafka, Duration::from_secs(5)).await {
+        Err(e) if !e.is_retryable() => return Err(e.into()),
+        Err(e) => {
             warn!("Kafka is unreachable ({e}); serving anyway: requests get 503 until it is back")
         }
-        TopicState::Ready => {}
+        Ok(()) => match app.producer.topic_state(Duration::from_secs(5)).await {
+            TopicState::Missing => return Err(IngestError::MissingTopic(ingest.topic.clone())),
+            TopicState::Unreachable(e) => warn!(
+                "Kafka is unreachable ({e}); serving anyway: requests get 503 until it is back"
+            ),
+            TopicState::Ready => {}
+        },
     }
 
     let listener = TcpListener::bind(ingest.listen)

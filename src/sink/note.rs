@@ -9,12 +9,17 @@
 //!
 //! Ticket text appears in a note only as quoted evidence, and it is escaped for the target:
 //! - [`Markup::Html`] (Zendesk `html_body`, Freshdesk): the whole note is HTML-escaped, then
-//!   paragraphs become `<p>` and line breaks `<br>`: no ticket text can add markup.
+//!   paragraphs become `<p>` and line breaks `<br>`: no ticket text can add markup. Braces
+//!   become entities too, so quoted `{{placeholder}}` or `{% tag %}` text is never taken for
+//!   the help desk's own template syntax.
 //! - [`Markup::JiraWiki`] (Jira Service Management comments, rendered as wiki markup): the
 //!   characters that start wiki markup are backslash-escaped in quoted ticket text.
 //! - [`Markup::ServiceNow`] (journal fields, which honour `[code]…[/code]` HTML): square
 //!   brackets in quoted ticket text become parentheses.
 //! - [`Markup::Plain`]: as is.
+//!
+//! In every markup, quoted ticket text is on one line ([`reply::quote`]), so it cannot start
+//! a line-level construct (a wiki heading `h1.`, a quote `bq.`, a list).
 
 use std::sync::Arc;
 
@@ -255,7 +260,10 @@ fn to_html(text: &str) -> String {
     text.split("\n\n")
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
-            let lines: Vec<String> = p.lines().map(html_escape).collect();
+            let lines: Vec<String> = p
+                .lines()
+                .map(|l| html_escape(l).replace('{', "&#123;").replace('}', "&#125;"))
+                .collect();
             format!("<p>{}</p>", lines.join("<br>"))
         })
         .collect()
@@ -371,6 +379,104 @@ mod tests {
         let wiki = render(&cat, &d, Markup::JiraWiki);
         assert!(wiki.contains("\\[code\\]"), "{wiki}");
         assert!(wiki.contains("\\*b\\* \\{color:red\\}"), "{wiki}");
+    }
+
+    /// Ticket text written to break out of a quote in each markup a help desk renders.
+    const HOSTILE: &[&str] = &[
+        "<script>alert(document.cookie)</script>",
+        "</p></div><h1>Pay here</h1><p>",
+        "<img src=x onerror=alert(1)>",
+        "<a href=\"javascript:alert(1)\">click</a>",
+        "{code}x{code}",
+        "{noformat}",
+        "{color:red}x{color}",
+        "[text|http://evil.example]",
+        "[~accountid:123]",
+        "!http://evil.example/i.png!",
+        "*bold* _it_ -del- +ins+ ^sup^ ~sub~ ??cite??",
+        "{{ticket.requester.email}}",
+        "{% if x %}y{% endif %}",
+        "[code]<b>x</b>[/code]",
+        "[CODE]<iframe src=x>[/CODE]",
+        "&amp; &lt;already escaped&gt;",
+        "line\nh1. Heading\nbq. quote\n# list\n----",
+    ];
+
+    /// The note for `d` with `text` quoted as its only evidence.
+    fn note_quoting(text: &str, markup: Markup) -> String {
+        let (cat, mut d) = decision("My security key PIN is blocked.");
+        with_evidence(&mut d, text);
+        render(&cat, &d, markup)
+    }
+
+    #[test]
+    fn hostile_ticket_text_is_inert_in_html_notes() {
+        // Zendesk html_body and Freshdesk notes.
+        for text in HOSTILE {
+            let html = note_quoting(text, Markup::Html);
+            let tags: Vec<&str> = html
+                .match_indices('<')
+                .map(|(i, _)| &html[i..(i + 4).min(html.len())])
+                .collect();
+            assert!(
+                tags.iter()
+                    .all(|t| ["<p>", "</p>", "<br>"].iter().any(|ok| t.starts_with(ok))),
+                "{text:?} added markup: {html}"
+            );
+            assert!(!html.contains("{{") && !html.contains("{%"), "{html}");
+            // The text is still there for the agent to read, escaped.
+            let shown = html_escape(&text.replace('\n', " "))
+                .replace('{', "&#123;")
+                .replace('}', "&#125;");
+            assert!(html.contains(&shown), "{text:?} not quoted: {html}");
+        }
+    }
+
+    #[test]
+    fn hostile_ticket_text_is_inert_in_jira_wiki_notes() {
+        for text in HOSTILE {
+            let wiki = note_quoting(text, Markup::JiraWiki);
+            let quoted = wiki
+                .split('“')
+                .nth(1)
+                .and_then(|q| q.split('”').next())
+                .unwrap_or_else(|| panic!("no quote in {wiki}"));
+            let chars: Vec<char> = quoted.chars().collect();
+            for (i, c) in chars.iter().enumerate() {
+                if "*_?-+^~{}[]|!#".contains(*c) {
+                    let backslashes = chars[..i].iter().rev().take_while(|b| **b == '\\').count();
+                    assert!(
+                        backslashes % 2 == 1,
+                        "{c:?} at {i} of {quoted:?} is not escaped (from {text:?})"
+                    );
+                }
+            }
+            assert!(!quoted.contains('\n'), "one line: {quoted:?}");
+            let unescaped: String = quoted
+                .replace("\\\\", "\u{0}")
+                .replace('\\', "")
+                .replace('\u{0}', "\\");
+            assert_eq!(
+                unescaped,
+                text.replace('\n', " "),
+                "the text itself is kept"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_ticket_text_is_inert_in_servicenow_journal_notes() {
+        for text in HOSTILE {
+            let sn = note_quoting(text, Markup::ServiceNow);
+            let quoted = sn
+                .split('“')
+                .nth(1)
+                .and_then(|q| q.split('”').next())
+                .unwrap();
+            assert!(!quoted.contains('[') && !quoted.contains(']'), "{quoted:?}");
+            assert!(!sn.to_ascii_lowercase().contains("[code]"), "{sn}");
+            assert!(!quoted.contains('\n'), "one line: {quoted:?}");
+        }
     }
 
     #[test]
