@@ -59,6 +59,9 @@ impl TestBroker {
             .arg(command)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            // Plain listener only: a TLS listener at a port derived from a random one could
+            // collide, and this test is about outages, not security.
+            .env("KAFKA_SASL_SSL_PORT", "off")
             .env("TRIAGE_KAFKA_DIR", self.state.path())
             .output()
             .expect("run deploy/kafka/kafka.sh")
