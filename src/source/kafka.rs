@@ -71,6 +71,19 @@ pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
     c
 }
 
+/// A reader's client configuration: partitions assigned by hand, no group joined, nothing
+/// committed (the dead-letter topic's start-up scan).
+pub fn reader_config(k: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("client.id", "triage")
+        .set("group.id", format!("{}-reader", k.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    apply(&mut c, k, &k.consumer_properties);
+    c
+}
+
 fn apply(
     c: &mut ClientConfig,
     k: &KafkaSettings,
