@@ -53,12 +53,14 @@ async fn broker_stopped_mid_stream_worker_keeps_running_and_catches_up() {
     let rig = Rig::new("fault-broker", &broker.bootstrap(), 3).await;
     let cfg = rig.config("", "max_in_flight = 2000\n");
     let mut w = Worker::start(&cfg, "w");
+    // Spread over about 15 s: tickets keep coming while the broker is down.
+    let chunk = n / 30;
     let feeder = feed(
         &rig.bootstrap,
         &rig.input,
         n,
-        100,
-        Duration::from_millis(100),
+        chunk,
+        Duration::from_millis(500),
     );
     wait_marked(&rig, n / 6, &mut w, 2 * MINUTE).await;
 
@@ -246,12 +248,13 @@ async fn second_worker_joins_and_leaves_repeatedly() {
     let cfg = rig.config("", "max_in_flight = 2000\n");
     let mut a = Worker::start(&cfg, "a");
     wait_log_count(&mut a, "partitions assigned", 1, 2 * MINUTE).await;
+    // About as long as the join/leave cycles take.
     let feeder = feed(
         &rig.bootstrap,
         &rig.input,
         n,
         100,
-        Duration::from_millis(150),
+        Duration::from_millis(400),
     );
     let mut revoked_from_a = 0;
     for cycle in 0..cycles {

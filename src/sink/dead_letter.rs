@@ -6,9 +6,10 @@
 //! acknowledged but before the record's offset was committed reads the record again after the
 //! restart. So at start-up the topic's recent past ([`LOOK_BACK`]) is read, and a record whose
 //! dead letter is already there (same source topic, partition, offset and bytes) is not
-//! written again.
+//! written again. Within a run, a record handled twice at once (its partition lost and given
+//! back while its first letter still waited for the broker) gets one letter too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,6 +95,18 @@ struct Earlier {
     scanned: watch::Receiver<bool>,
 }
 
+/// How many of this run's letters are remembered (oldest forgotten first).
+const REMEMBERED: usize = 100_000;
+
+/// The letters this run wrote or is writing.
+#[derive(Default)]
+struct Recent {
+    /// Per letter: held while it is written; true once written.
+    slots: HashMap<Origin, Arc<tokio::sync::Mutex<bool>>>,
+    /// Oldest first, for forgetting.
+    order: VecDeque<Origin>,
+}
+
 /// Dead letters on a Kafka topic.
 pub struct DeadLetterTopic {
     /// Shared with the decisions topic.
@@ -102,6 +115,8 @@ pub struct DeadLetterTopic {
     topic: String,
     /// Letters written by an earlier run, when the topic was scanned at start-up.
     earlier: Option<Arc<Earlier>>,
+    /// Letters written by this run.
+    recent: std::sync::Mutex<Recent>,
 }
 
 impl DeadLetterTopic {
@@ -111,6 +126,7 @@ impl DeadLetterTopic {
             producer,
             topic: topic.into(),
             earlier: None,
+            recent: std::sync::Mutex::default(),
         }
     }
 
@@ -148,22 +164,33 @@ impl DeadLetterTopic {
     }
 
     /// Whether an earlier run already wrote this letter.
-    async fn written_before(&self, l: &DeadLetter<'_>) -> bool {
+    async fn written_before(&self, origin: &Origin) -> bool {
         let Some(e) = &self.earlier else {
             return false;
         };
         let mut scanned = e.scanned.clone();
         let _ = scanned.wait_for(|done| *done).await;
-        let origin = (
-            l.source.topic.clone(),
-            l.source.partition,
-            l.source.offset,
-            digest(l.payload),
-        );
         e.origins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&origin)
+            .contains(origin)
+    }
+
+    /// This run's slot for a letter.
+    fn slot(&self, origin: &Origin) -> Arc<tokio::sync::Mutex<bool>> {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = r.slots.get(origin) {
+            return s.clone();
+        }
+        let s = Arc::new(tokio::sync::Mutex::new(false));
+        r.slots.insert(origin.clone(), s.clone());
+        r.order.push_back(origin.clone());
+        if r.order.len() > REMEMBERED {
+            if let Some(old) = r.order.pop_front() {
+                r.slots.remove(&old);
+            }
+        }
+        s
     }
 
     async fn produce(
@@ -308,7 +335,13 @@ fn scan(reader: &ClientConfig, topic: &str, since: SystemTime) -> Result<HashSet
 #[async_trait]
 impl DeadLetterSink for DeadLetterTopic {
     async fn send(&self, l: DeadLetter<'_>) -> Result<(), SinkError> {
-        if self.written_before(&l).await {
+        let origin = (
+            l.source.topic.clone(),
+            l.source.partition,
+            l.source.offset,
+            digest(l.payload),
+        );
+        if self.written_before(&origin).await {
             debug!(
                 partition = l.source.partition,
                 offset = l.source.offset,
@@ -316,7 +349,18 @@ impl DeadLetterSink for DeadLetterTopic {
             );
             return Ok(());
         }
-        match self.produce(&l, l.payload, false).await {
+        // One writer per letter; a second one waits and finds it written.
+        let slot = self.slot(&origin);
+        let mut written = slot.lock().await;
+        if *written {
+            debug!(
+                partition = l.source.partition,
+                offset = l.source.offset,
+                "dead letter already written; not written again"
+            );
+            return Ok(());
+        }
+        let r = match self.produce(&l, l.payload, false).await {
             // Too large for the topic: keep a prefix rather than block the partition forever.
             Err(SinkError::Permanent { .. })
                 if l.payload.is_some_and(|p| p.len() > TRUNCATED_BYTES) =>
@@ -326,7 +370,9 @@ impl DeadLetterSink for DeadLetterTopic {
             }
             Err(SinkError::Permanent { message }) => Err(SinkError::retry(message)),
             other => other,
-        }
+        };
+        *written = r.is_ok();
+        r
     }
 }
 
