@@ -1,4 +1,4 @@
-//! Helpers for the fault runs (tests/fault_runs.rs): a broker of the test's own that can be
+//! What the fault runs share (tests/fault_runs.rs): a broker of the test's own that can be
 //! stopped and started, a Zendesk-contract server that counts notes per ticket, input with bad
 //! records mixed in, consumer lag (committed offsets against high watermarks), and the
 //! accounting every run ends with: each input offset ends in a posted decision or a dead
