@@ -169,7 +169,10 @@ async fn run_pipeline(
             if let Some(t) = &k.decisions_topic {
                 sinks.push(Arc::new(DecisionsTopic::new(producer.clone(), t)));
             }
-            let dlq = Arc::new(DeadLetterTopic::new(producer, &k.dead_letter_topic));
+            let dlq = Arc::new(
+                DeadLetterTopic::new(producer, &k.dead_letter_topic)
+                    .skipping_earlier(kafka::reader_config(k)),
+            );
             info!(
                 bootstrap = %k.bootstrap_servers,
                 group = %k.group_id,

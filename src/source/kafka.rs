@@ -71,6 +71,19 @@ pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
     c
 }
 
+/// A reader's client configuration: partitions assigned by hand, no group joined, nothing
+/// committed (the dead-letter topic's start-up scan).
+pub fn reader_config(k: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("client.id", "triage")
+        .set("group.id", format!("{}-reader", k.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    apply(&mut c, k, &k.consumer_properties);
+    c
+}
+
 fn apply(
     c: &mut ClientConfig,
     k: &KafkaSettings,
@@ -356,6 +369,10 @@ struct Part {
     first_undone: usize,
     /// The offset last stored for commit (the next offset to read after a restart).
     stored: Option<i64>,
+    /// Records below this offset were handled by this worker in an earlier assignment of the
+    /// partition whose offsets could not be committed (see [`Tracker::handled`]): they are
+    /// skipped, and this offset is stored for commit instead.
+    floor: Option<i64>,
 }
 
 impl Part {
@@ -378,6 +395,13 @@ impl Part {
 struct Tracker {
     parts: HashMap<i32, Part>,
     next_generation: u64,
+    /// For partitions given up (revoked or lost): the offset below which this worker had
+    /// handled every record. When the broker is unreachable for longer than the session
+    /// timeout, the assignment is lost while commits fail; when the partitions come back,
+    /// fetching resumes at the last *committed* offset, and without this the records handled
+    /// in between would be handled again (a second dead letter, a repeat post-back). Taken
+    /// by the next assignment of the partition.
+    handled: HashMap<i32, i64>,
 }
 
 /// State shared by the source, the consumer's callbacks and the acknowledgement handles.
@@ -416,6 +440,17 @@ impl Shared {
         }
         let mut t = self.lock();
         let part = t.parts.get_mut(&partition)?;
+        if let Some(floor) = part.floor.filter(|f| offset < *f) {
+            // Handled by this worker before the partition was lost: move the commit past it.
+            if part.stored.is_none_or(|s| s < floor) && self.store(partition, floor) {
+                part.stored = Some(floor);
+            }
+            debug!(
+                partition,
+                offset, "record already handled before the partition was lost; skipped"
+            );
+            return None;
+        }
         if let Some(last) = part.entries.back() {
             if offset <= last.offset {
                 debug!(
@@ -459,30 +494,39 @@ impl Shared {
         if let Some(next) = part.committable() {
             if !matches!(part.stored, Some(s) if next <= s) {
                 // Stored under the lock, so stored offsets of a partition only ever increase.
-                if let Some(c) = self
-                    .consumer
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .upgrade()
-                {
-                    let mut tpl = TopicPartitionList::new();
-                    if tpl
-                        .add_partition_offset(&self.topic, token.partition, Offset::Offset(next))
-                        .is_ok()
-                    {
-                        match c.store_offsets(&tpl) {
-                            Ok(()) => part.stored = Some(next),
-                            Err(e) => debug!(
-                                partition = token.partition,
-                                "cannot store offset {next}: {e}"
-                            ),
-                        }
-                    }
+                if self.store(token.partition, next) {
+                    part.stored = Some(next);
                 }
             }
         }
         drop(t);
         self.progress.notify_all();
+    }
+
+    /// Store `offset` of `partition` for the next commit; whether it was stored.
+    fn store(&self, partition: i32, offset: i64) -> bool {
+        let Some(c) = self
+            .consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+        else {
+            return false;
+        };
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+            .is_err()
+        {
+            return false;
+        }
+        match c.store_offsets(&tpl) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(partition, "cannot store offset {offset}: {e}");
+                false
+            }
+        }
     }
 
     /// A successful commit: the records below the committed offsets leave the in-flight set.
@@ -511,10 +555,12 @@ impl Shared {
         for &p in partitions {
             t.next_generation += 1;
             let generation = t.next_generation;
+            let floor = t.handled.remove(&p);
             if let Some(old) = t.parts.insert(
                 p,
                 Part {
                     generation,
+                    floor,
                     ..Part::default()
                 },
             ) {
@@ -553,8 +599,12 @@ impl Shared {
             if let Some(part) = t.parts.remove(p) {
                 self.in_flight
                     .fetch_sub(part.entries.len(), Ordering::AcqRel);
-                if let Some(next) = part.committable() {
+                let next = part.committable();
+                if let Some(next) = next {
                     commit.push((*p, next));
+                }
+                if let Some(handled) = next.max(part.stored).max(part.floor) {
+                    t.handled.insert(*p, handled);
                 }
             }
         }
@@ -985,6 +1035,34 @@ mod tests {
             s.register(1, 0).is_none(),
             "a repeat of an offset in flight is dropped"
         );
+    }
+
+    /// A broker outage longer than the session timeout: the assignment is lost while commits
+    /// fail; when the partition comes back, fetching resumes at the last committed offset.
+    /// The records handled in between must not be handled again (a second dead letter).
+    #[test]
+    fn lost_assignment_during_a_broker_outage_does_not_handle_done_records_twice() {
+        let s = shared();
+        s.assigned(&[0]);
+        let toks: Vec<_> = (0..4).map(|o| s.register(0, o).unwrap()).collect();
+        for t in &toks[..3] {
+            s.mark_done(*t);
+        }
+        // Lost: nothing committed; offset 3 was still in flight.
+        assert_eq!(s.revoke(&[0], false), vec![(0, 3)]);
+        s.assigned(&[0]);
+        for o in 0..3 {
+            assert!(s.register(0, o).is_none(), "offset {o} was handled already");
+        }
+        assert!(
+            s.register(0, 3).is_some(),
+            "the record in flight is handled again"
+        );
+        assert!(s.register(0, 4).is_some());
+        // Lost again before anything new was done: what was handled stays known.
+        assert_eq!(s.revoke(&[0], false), vec![]);
+        s.assigned(&[0]);
+        assert!(s.register(0, 0).is_none(), "still below what was handled");
     }
 
     #[test]

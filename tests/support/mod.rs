@@ -3,6 +3,7 @@
 //! process that can be signalled.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod ingest;
 pub mod ticketing;
 

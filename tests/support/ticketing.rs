@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -138,7 +139,16 @@ pub struct St {
     pub unknown: Mutex<Vec<String>>,
     /// Contract violations seen (e.g. `ticket.tags` sent to Zendesk).
     pub violations: Mutex<Vec<String>>,
+    /// Zendesk reads that found triage's work already done: a ticket already carrying the
+    /// marker tag, or a comment list already holding a note. Each is a repeat delivery that
+    /// the sink suppressed instead of writing a second note.
+    pub repeats_seen: AtomicUsize,
+    /// Keep every request in `log` (turned off for runs of many thousand requests).
+    pub keep_log: AtomicBool,
 }
+
+/// The marker tag triage writes after the note (its default `worker.marker_tag`).
+pub const MARKER: &str = "triage-processed";
 
 /// A running server.
 pub struct Server {
@@ -159,6 +169,8 @@ impl Server {
             tickets: Mutex::default(),
             unknown: Mutex::default(),
             violations: Mutex::default(),
+            repeats_seen: AtomicUsize::new(0),
+            keep_log: AtomicBool::new(true),
         });
         let app = axum::Router::new().fallback(handle).with_state(st.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -332,6 +344,9 @@ async fn handle(
     } else {
         Some(serde_json::from_slice(&body).unwrap_or(Value::String("<not json>".into())))
     };
+    if !st.keep_log.load(Ordering::Acquire) {
+        return respond(&st, &method, &uri, h("authorization"), parsed).await;
+    }
     let idx = {
         let mut log = st.log.lock().unwrap();
         log.push(Seen {
@@ -446,7 +461,12 @@ fn zendesk(
         let t = tickets.entry(id.to_string()).or_default();
         let show = |t: &Tk| json!({"id": id.parse::<u64>().unwrap(), "tags": t.tags, "updated_at": zendesk_stamp(t.stamp)});
         return Some(match *method {
-            Method::GET => reply(200, json!({ "ticket": show(t) })),
+            Method::GET => {
+                if t.tags.iter().any(|x| x == MARKER) {
+                    st.repeats_seen.fetch_add(1, Ordering::AcqRel);
+                }
+                reply(200, json!({ "ticket": show(t) }))
+            }
             Method::PUT => {
                 let b = body.unwrap_or(Value::Null);
                 let tk = &b["ticket"];
@@ -485,6 +505,9 @@ fn zendesk(
     let t = tickets.entry(id.to_string()).or_default();
     match (method.clone(), tail) {
         (Method::GET, "comments.json") => {
+            if !t.notes.is_empty() {
+                st.repeats_seen.fetch_add(1, Ordering::AcqRel);
+            }
             let mut list: Vec<Value> = t
                 .notes
                 .iter()
