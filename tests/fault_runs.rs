@@ -6,7 +6,7 @@
 //! (tests/support/faults.rs): each input offset ends in a ticket written back (marker and one
 //! note at the sink) or in a dead letter of the right class; no ticket has two notes; the
 //! group's lag drains to 0. Each run prints one line of figures (also collected in
-//! `target/tmp/fault-runs.txt`, which `scripts/test` shows at the end).
+//! `target/tmp/run-figures.txt`, which `scripts/test` shows at the end).
 //!
 //! Without `TRIAGE_LONG=1` each fault runs in a short version (a few minutes for all four);
 //! `scripts/test --long` runs the full ones: a 30 s broker stop, 5 minutes of 503s, 100,000

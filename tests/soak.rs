@@ -329,7 +329,7 @@ async fn soak_every_ticket_is_decided_once_within_the_memory_bound() {
     let span_s = ((d.last_ms - d.first_ms) as f64 / 1000.0).max(0.001);
     let p50 = histogram_quantile(&metrics, "triage_ticket_duration_seconds", 0.50);
     let p99 = histogram_quantile(&metrics, "triage_ticket_duration_seconds", 0.99);
-    println!(
+    support::faults::append_figures(&format!(
         "soak: tickets={n} rate={:.0} slowest_5s_rate={} first_to_last_s={span_s:.1} wall_s={wall:.1} p50_ms={:.1} p99_ms={:.1} peak_rss_mib={peak:.1} rss_limit_mib={PEAK_RSS_LIMIT_MIB} duplicates={}",
         (n - 1) as f64 / span_s,
         d.slowest_5s_rate()
@@ -337,7 +337,7 @@ async fn soak_every_ticket_is_decided_once_within_the_memory_bound() {
         p50 * 1e3,
         p99 * 1e3,
         d.total - n - d.foreign
-    );
+    ));
 
     delete_topics(&[&s.input, &s.decisions]).await;
     let missing = d.times.iter().filter(|t| **t == 0).count();

@@ -32,9 +32,9 @@ pub fn long() -> bool {
     std::env::var("TRIAGE_LONG").is_ok_and(|v| v == "1")
 }
 
-/// Where every run appends its line of figures (`scripts/test` prints the file at the end).
+/// Where every fault run and the soak append their line of figures (`scripts/test` prints the file at the end).
 pub fn figures_file() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-runs.txt")
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("run-figures.txt")
 }
 
 /// A small deterministic random source (xorshift), seeded from the clock; the seed is printed
@@ -673,11 +673,16 @@ pub fn report(run: &str, f: &Figures, drain: Duration, extra: &str) {
         drain.as_secs_f64(),
         if extra.is_empty() { "" } else { " " },
     );
+    append_figures(&line);
+}
+
+/// Print one line of a run's figures and append it to [`figures_file`] (fault runs, the soak).
+pub fn append_figures(line: &str) {
     eprintln!("{line}");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(figures_file())
-        .expect("open the fault-run figures file");
+        .expect("open the run figures file");
     writeln!(file, "{line}").unwrap();
 }
