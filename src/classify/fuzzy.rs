@@ -28,6 +28,9 @@ pub struct Lexicon {
     entries: Vec<Entry>,
     /// `entries[offsets[b]..offsets[b + 1]]` is bucket `b`.
     offsets: Vec<u32>,
+    /// Per first two letters, bit `len` set when some candidate has that length: most ticket
+    /// words are turned away with one load, before any bucket is read.
+    lengths: Vec<u64>,
     /// Every lexicon word, for the exact-match early exit.
     words: HashSet<Box<[u8]>>,
     /// Words that must never be corrected (real words near a catalogue word).
@@ -50,7 +53,12 @@ const BUCKETS: usize = 26 * 26 * (MAX_LEN + 1);
 /// Candidates share the first two letters: typos rarely touch them, and it keeps each bucket
 /// to a handful of words.
 fn bucket(first: u8, second: u8, len: usize) -> usize {
-    ((first - b'a') as usize * 26 + (second - b'a') as usize) * (MAX_LEN + 1) + len
+    prefix(first, second) * (MAX_LEN + 1) + len
+}
+
+/// Index of a two-letter prefix.
+fn prefix(first: u8, second: u8) -> usize {
+    (first - b'a') as usize * 26 + (second - b'a') as usize
 }
 
 fn mask(word: &[u8]) -> u32 {
@@ -90,6 +98,11 @@ impl Lexicon {
         for i in 0..BUCKETS {
             lex.offsets[i + 1] += lex.offsets[i];
         }
+        lex.lengths = vec![0; 26 * 26];
+        for (_, e) in &by_bucket {
+            let b = e.word.as_bytes();
+            lex.lengths[prefix(b[0], b[1])] |= 1 << b.len();
+        }
         lex.entries = by_bucket.into_iter().map(|(_, e)| e).collect();
         lex.keep = keep.into_iter().map(|w| w.as_bytes().into()).collect();
         lex
@@ -118,6 +131,11 @@ impl Lexicon {
         let bound = if n >= TWO_EDIT_LEN { 2 } else { 1 };
         let lo = n.saturating_sub(bound).max(MIN_LEN);
         let hi = (n + bound).min(MAX_LEN);
+        // No candidate of any length in lo..=hi: nothing to compare.
+        let wanted = (u64::MAX << lo) & (u64::MAX >> (63 - hi));
+        if self.lengths[prefix(word[0], word[1])] & wanted == 0 {
+            return None;
+        }
         let m = mask(word);
         let mut best: Option<(&Entry, usize)> = None;
         for len in lo..=hi {
@@ -173,10 +191,26 @@ pub fn distance(a: &[u8], b: &[u8], bound: usize) -> Option<usize> {
         return None;
     }
     let n = b.len();
-    // Three rows: two back (for transpositions), one back, current.
-    let mut prev2 = vec![0usize; n + 1];
-    let mut prev: Vec<usize> = (0..=n).collect();
-    let mut cur = vec![0usize; n + 1];
+    // Three rows: two back (for transpositions), one back, current; on the stack for the
+    // lengths the lexicon holds.
+    const ROW: usize = MAX_LEN + 3;
+    if n >= ROW {
+        let mut rows = vec![0usize; 3 * (n + 1)];
+        return distance_in(a, b, bound, &mut rows);
+    }
+    let mut rows = [0usize; 3 * ROW];
+    distance_in(a, b, bound, &mut rows[..3 * (n + 1)])
+}
+
+/// [`distance`] with its three rows in `rows` (`3 * (b.len() + 1)` long).
+fn distance_in(a: &[u8], b: &[u8], bound: usize, rows: &mut [usize]) -> Option<usize> {
+    let n = b.len();
+    let (prev2, rest) = rows.split_at_mut(n + 1);
+    let (prev, cur) = rest.split_at_mut(n + 1);
+    let (mut prev2, mut prev, mut cur) = (prev2, prev, cur);
+    for (j, v) in prev.iter_mut().enumerate() {
+        *v = j;
+    }
     for i in 1..=a.len() {
         cur[0] = i;
         let mut row_min = cur[0];
