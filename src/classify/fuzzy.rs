@@ -190,6 +190,17 @@ pub fn distance(a: &[u8], b: &[u8], bound: usize) -> Option<usize> {
     if a.len().abs_diff(b.len()) > bound {
         return None;
     }
+    // A common prefix and suffix change nothing in the distance (also with transpositions):
+    // only the differing middle goes through the table, usually a byte or two.
+    let pre = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[pre..], &b[pre..]);
+    let suf = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[..a.len() - suf], &b[..b.len() - suf]);
     let n = b.len();
     // Three rows: two back (for transpositions), one back, current; on the stack for the
     // lengths the lexicon holds.
@@ -259,6 +270,65 @@ mod tests {
         assert_eq!(distance(b"abc", b"abc", 0), Some(0));
         assert_eq!(distance(b"kitten", b"sitting", 2), None);
         assert_eq!(distance(b"kitten", b"sitting", 3), Some(3));
+    }
+
+    /// The table over the whole words, as a reference for the affix-stripping shortcut.
+    fn full_table(a: &[u8], b: &[u8]) -> usize {
+        let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for (i, row) in d.iter_mut().enumerate() {
+            row[0] = i;
+        }
+        for j in 0..=b.len() {
+            d[0][j] = j;
+        }
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (d[i - 1][j] + 1)
+                    .min(d[i][j - 1] + 1)
+                    .min(d[i - 1][j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(d[i - 2][j - 2] + 1);
+                }
+                d[i][j] = v;
+            }
+        }
+        d[a.len()][b.len()]
+    }
+
+    #[test]
+    fn distance_matches_the_full_table() {
+        // Every pair of words up to 5 letters over a 3-letter alphabet, where shared prefixes,
+        // suffixes and swaps are frequent.
+        let mut words: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = words.clone();
+        for _ in 0..5 {
+            last = last
+                .iter()
+                .flat_map(|w| {
+                    b"abc".iter().map(move |&c| {
+                        let mut w = w.clone();
+                        w.push(c);
+                        w
+                    })
+                })
+                .collect();
+            words.extend(last.iter().cloned());
+        }
+        for a in &words {
+            for b in &words {
+                let full = full_table(a, b);
+                for bound in 0..=3 {
+                    assert_eq!(
+                        distance(a, b, bound),
+                        (full <= bound).then_some(full),
+                        "{:?} {:?} bound {bound}",
+                        std::str::from_utf8(a),
+                        std::str::from_utf8(b)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
