@@ -26,6 +26,7 @@ pub mod negation;
 pub mod normalize;
 pub mod zones;
 
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -320,6 +321,7 @@ impl Classifier {
             norms,
             ignored,
             hits,
+            cues,
         } = scratch;
         hits.clear();
         for fi in 0..2 {
@@ -386,11 +388,12 @@ impl Classifier {
                 ignored: &ignored[1],
             },
         ];
-        self.score(&fields, hits)
+        cues.clear();
+        self.score(&fields, hits, cues)
     }
 
     /// Steps 4 and 5: per-symptom evidence, scores, and the final choice.
-    fn score(&self, fields: &[Field; 2], hits: &mut Vec<Hit>) -> Classification {
+    fn score(&self, fields: &[Field; 2], hits: &mut Vec<Hit>, cues: &mut CueCache) -> Classification {
         let inner = &*self.inner;
         let cat = &inner.catalog;
         // Ignore phrases hide the hits inside them.
@@ -441,8 +444,13 @@ impl Classifier {
                 });
             }
         }
-        uses.sort_by_key(|o| o.sym);
-        let mut cues = CueCache::default();
+        // Group by symptom, keeping each symptom's uses in hit order (a stable counting sort).
+        let uses = group_by_symptom(&uses, cat.symptoms.len());
+        // A resolved phrase excludes through its stretch of sentence for every symptom alike.
+        let resolved: Vec<(u8, usize, usize)> = resolved
+            .iter()
+            .map(|h| exclusion_reach(fields, h))
+            .collect();
         let mut findings = Vec::new();
         let mut rest: &[Own] = &uses;
         for (si, sym) in cat.symptoms.iter().enumerate() {
@@ -454,7 +462,7 @@ impl Classifier {
             if own.is_empty() && !always {
                 continue;
             }
-            if let Some(f) = self.score_symptom(si, own, fields, &resolved, &mut cues) {
+            if let Some(f) = self.score_symptom(si, own, fields, &resolved, cues) {
                 findings.push(f);
             }
         }
@@ -483,7 +491,7 @@ impl Classifier {
         si: usize,
         own: &[Own],
         fields: &[Field; 2],
-        resolved: &[Hit],
+        resolved: &[(u8, usize, usize)],
         cues: &mut CueCache,
     ) -> Option<Finding> {
         let inner = &*self.inner;
@@ -534,14 +542,8 @@ impl Classifier {
         let excluded: Vec<(u8, usize, usize)> = own
             .iter()
             .filter(|o| matches!(o.use_, Use::Exclude { .. }) && !inside_own(&o.hit))
-            .map(|o| &o.hit)
-            .chain(resolved.iter())
-            .map(|h| {
-                let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
-                let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
-                let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
-                (h.field, lo, hi)
-            })
+            .map(|o| exclusion_reach(fields, &o.hit))
+            .chain(resolved.iter().copied())
             .collect();
         let counts = |h: &Hit, cues: &mut CueCache| -> bool {
             let start = h.start as usize;
@@ -574,15 +576,31 @@ impl Classifier {
             }
             evidence.push((o.hit, rule));
         }
-        // Co-occurrences.
+        // Co-occurrences. Which groups of which rule have some hit at all, in one pass.
+        let mut present_groups = [0u64; 16];
+        let small = sym.together.len() <= present_groups.len()
+            && sym.together.iter().all(|t| t.groups.len() <= 64);
+        if small {
+            for o in own {
+                if let Use::Group { rule, group, .. } = o.use_ {
+                    present_groups[rule as usize] |= 1 << group;
+                }
+            }
+        }
         for (ri, t) in sym.together.iter().enumerate() {
             let ri = ri as u32;
             let groups = t.groups.len() as u32;
             // Cheap test first: every group has some hit at all.
-            let present = (0..groups).all(|g| {
-                own.iter()
-                    .any(|o| matches!(o.use_, Use::Group { rule, group, .. } if rule == ri && group == g))
-            });
+            let present = if small {
+                let all = if groups == 64 { u64::MAX } else { (1u64 << groups) - 1 };
+                present_groups[ri as usize] & all == all
+            } else {
+                (0..groups).all(|g| {
+                    own.iter().any(
+                        |o| matches!(o.use_, Use::Group { rule, group, .. } if rule == ri && group == g),
+                    )
+                })
+            };
             if !present {
                 continue;
             }
@@ -705,6 +723,7 @@ struct Scratch {
     norms: [Normalized; 2],
     ignored: [Vec<zones::Range>; 2],
     hits: Vec<Hit>,
+    cues: CueCache,
 }
 
 thread_local! {
@@ -723,24 +742,72 @@ struct Own<'a> {
 /// Negation cues found before each hit, computed once per ticket whatever the symptom.
 #[derive(Default)]
 struct CueCache {
-    /// `(field, start)` -> cue start offsets.
-    seen: Vec<((u8, u32), Vec<usize>)>,
+    /// `(field, start)` packed in a `u64` -> cue start offsets.
+    seen: std::collections::HashMap<u64, negation::Cues, BuildHasherDefault<KeyHasher>>,
 }
 
 impl CueCache {
-    fn get(&mut self, fields: &[Field; 2], hit: &Hit, negation: &Negation) -> &[usize] {
-        let key = (hit.field, hit.start);
-        let i = match self.seen.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                let text = &fields[hit.field as usize].norm.text;
-                self.seen
-                    .push((key, negation.cues_before(text, hit.start as usize)));
-                self.seen.len() - 1
-            }
-        };
-        &self.seen[i].1
+    fn clear(&mut self) {
+        self.seen.clear();
     }
+
+    fn get(&mut self, fields: &[Field; 2], hit: &Hit, negation: &Negation) -> &[usize] {
+        let key = (u64::from(hit.field) << 32) | u64::from(hit.start);
+        self.seen
+            .entry(key)
+            .or_insert_with(|| {
+                let text = &fields[hit.field as usize].norm.text;
+                negation.cues_before_inline(text, hit.start as usize)
+            })
+            .as_slice()
+    }
+}
+
+/// Hashes the cue cache's packed `u64` keys with one multiplication: they are small offsets,
+/// not attacker-chosen, and the map lives for one ticket.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// `uses` grouped by symptom, each symptom's uses in their original order.
+fn group_by_symptom<'a>(uses: &[Own<'a>], symptoms: usize) -> Vec<Own<'a>> {
+    let mut starts = vec![0usize; symptoms + 1];
+    for o in uses {
+        starts[o.sym as usize + 1] += 1;
+    }
+    for i in 0..symptoms {
+        starts[i + 1] += starts[i];
+    }
+    let mut out: Vec<Option<Own<'a>>> = vec![None; uses.len()];
+    for o in uses {
+        let slot = &mut starts[o.sym as usize];
+        out[*slot] = Some(*o);
+        *slot += 1;
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// How far an exclusion reaches: its sentence, but no more than [`EXCLUDE_REACH`] either side.
+fn exclusion_reach(fields: &[Field; 2], h: &Hit) -> (u8, usize, usize) {
+    let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
+    let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
+    let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
+    (h.field, lo, hi)
 }
 
 /// Whether `hit` is negated: a cue stands before it that is not part of the symptom's own
@@ -809,13 +876,15 @@ impl Field<'_> {
 
 /// Whether a subject line marks a reply: `Re:`, `AW:`, `RE :`, `RV:` is a forward elsewhere.
 pub fn is_reply_subject(subject: &str) -> bool {
-    let lower: String = subject
-        .trim_start()
-        .chars()
-        .take(4)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    lower.starts_with("re:") || lower.starts_with("aw:") || lower.starts_with("re :")
+    let s = subject.trim_start().as_bytes();
+    starts_with_ci(s, b"re:") || starts_with_ci(s, b"aw:") || starts_with_ci(s, b"re :")
+}
+
+/// Whether `s` starts with the lower-case ASCII `prefix`, ignoring ASCII case. (A prefix of
+/// ASCII bytes is also a prefix of characters, so no allocation is needed to compare.)
+#[inline]
+fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 /// Whether a subject line marks a forward: `Fw:`, `Fwd:`, `WG:`, `TR:`, `RV:`, possibly after
@@ -823,14 +892,22 @@ pub fn is_reply_subject(subject: &str) -> bool {
 pub fn is_forward_subject(subject: &str) -> bool {
     let mut s = subject.trim_start();
     loop {
-        let lower: String = s.chars().take(5).collect::<String>().to_ascii_lowercase();
-        if lower.starts_with("re:") || lower.starts_with("aw:") {
+        let b = s.as_bytes();
+        if starts_with_ci(b, b"re:") || starts_with_ci(b, b"aw:") {
             s = s[3..].trim_start();
             continue;
         }
-        return ["fw:", "fwd:", "wg:", "tr:", "rv:", "fw :", "tr :"]
-            .iter()
-            .any(|p| lower.starts_with(p));
+        return [
+            &b"fw:"[..],
+            b"fwd:",
+            b"wg:",
+            b"tr:",
+            b"rv:",
+            b"fw :",
+            b"tr :",
+        ]
+        .iter()
+        .any(|p| starts_with_ci(b, p));
     }
 }
 

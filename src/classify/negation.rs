@@ -137,8 +137,13 @@ impl Negation {
     /// Returns every cue found within the window (nearest first), so the caller can discard
     /// cues that are part of the symptom's own evidence.
     pub fn cues_before(&self, text: &str, start: usize) -> Vec<usize> {
+        self.cues_before_inline(text, start).as_slice().to_vec()
+    }
+
+    /// [`Negation::cues_before`] without allocating: there are at most [`WINDOW`] cues.
+    pub fn cues_before_inline(&self, text: &str, start: usize) -> Cues {
         let bytes = text.as_bytes();
-        let mut found = Vec::new();
+        let mut found = Cues::default();
         let mut pos = start;
         let mut next_word: Option<&str> = None;
         let mut words = 0;
@@ -177,6 +182,25 @@ impl Negation {
             next_word = Some(w);
         }
         found
+    }
+}
+
+/// The cues before one hit, nearest first: at most one per word of the window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cues {
+    at: [usize; WINDOW],
+    len: u8,
+}
+
+impl Cues {
+    fn push(&mut self, pos: usize) {
+        self.at[self.len as usize] = pos;
+        self.len += 1;
+    }
+
+    /// The cue offsets.
+    pub fn as_slice(&self) -> &[usize] {
+        &self.at[..self.len as usize]
     }
 }
 
