@@ -136,6 +136,19 @@ impl Lexicon {
         if self.lengths[prefix(word[0], word[1])] & wanted == 0 {
             return None;
         }
+        // A lexicon word is never corrected (the end of this function says so too): find it
+        // first, by binary search in its own bucket (sorted by word), before comparing it with
+        // its neighbours.
+        if n >= MIN_LEN {
+            let b = bucket(word[0], word[1], n);
+            let own = &self.entries[self.offsets[b] as usize..self.offsets[b + 1] as usize];
+            if own
+                .binary_search_by(|e| e.word.as_bytes().cmp(word))
+                .is_ok()
+            {
+                return None;
+            }
+        }
         let m = mask(word);
         let mut best: Option<(&Entry, usize)> = None;
         for len in lo..=hi {
