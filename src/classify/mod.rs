@@ -393,7 +393,12 @@ impl Classifier {
     }
 
     /// Steps 4 and 5: per-symptom evidence, scores, and the final choice.
-    fn score(&self, fields: &[Field; 2], hits: &mut Vec<Hit>, cues: &mut CueCache) -> Classification {
+    fn score(
+        &self,
+        fields: &[Field; 2],
+        hits: &mut Vec<Hit>,
+        cues: &mut CueCache,
+    ) -> Classification {
         let inner = &*self.inner;
         let cat = &inner.catalog;
         // Ignore phrases hide the hits inside them.
@@ -452,6 +457,7 @@ impl Classifier {
             .map(|h| exclusion_reach(fields, h))
             .collect();
         let mut findings = Vec::new();
+        let mut bufs = ScoreBufs::default();
         let mut rest: &[Own] = &uses;
         for (si, sym) in cat.symptoms.iter().enumerate() {
             let n = rest.iter().take_while(|o| o.sym as usize == si).count();
@@ -462,7 +468,7 @@ impl Classifier {
             if own.is_empty() && !always {
                 continue;
             }
-            if let Some(f) = self.score_symptom(si, own, fields, &resolved, cues) {
+            if let Some(f) = self.score_symptom(si, own, fields, &resolved, cues, &mut bufs) {
                 findings.push(f);
             }
         }
@@ -486,14 +492,22 @@ impl Classifier {
     }
 
     /// Score one symptom from its own hits; `None` when it does not reach its threshold.
-    fn score_symptom(
-        &self,
+    fn score_symptom<'s>(
+        &'s self,
         si: usize,
-        own: &[Own],
+        own: &[Own<'s>],
         fields: &[Field; 2],
         resolved: &[(u8, usize, usize)],
         cues: &mut CueCache,
+        bufs: &mut ScoreBufs<'s>,
     ) -> Option<Finding> {
+        let ScoreBufs {
+            excluded,
+            evidence,
+            seen_rules,
+            valid,
+            chosen,
+        } = bufs;
         let inner = &*self.inner;
         let sym = &inner.catalog.symptoms[si];
         // Nothing but context and exclusions: nothing to score.
@@ -539,12 +553,14 @@ impl Classifier {
                     && x.end <= o.hit.end
             })
         };
-        let excluded: Vec<(u8, usize, usize)> = own
-            .iter()
-            .filter(|o| matches!(o.use_, Use::Exclude { .. }) && !inside_own(&o.hit))
-            .map(|o| exclusion_reach(fields, &o.hit))
-            .chain(resolved.iter().copied())
-            .collect();
+        excluded.clear();
+        excluded.extend(
+            own.iter()
+                .filter(|o| matches!(o.use_, Use::Exclude { .. }) && !inside_own(&o.hit))
+                .map(|o| exclusion_reach(fields, &o.hit))
+                .chain(resolved.iter().copied()),
+        );
+        let excluded = &*excluded;
         let counts = |h: &Hit, cues: &mut CueCache| -> bool {
             let start = h.start as usize;
             if excluded
@@ -556,9 +572,9 @@ impl Classifier {
             h.end == h.start || !negated(own, fields, h, &inner.negation, cues)
         };
         // Evidence is kept as hits and rules, and turned into text only if the symptom is found.
-        let mut evidence: Vec<(Hit, Rule)> = Vec::new();
+        evidence.clear();
         let mut score = 0f32;
-        let mut seen_rules: Vec<(u8, u32)> = Vec::new();
+        seen_rules.clear();
         // Keywords and hints.
         for o in own {
             let (w, rule, tag) = match o.use_ {
@@ -592,7 +608,11 @@ impl Classifier {
             let groups = t.groups.len() as u32;
             // Cheap test first: every group has some hit at all.
             let present = if small {
-                let all = if groups == 64 { u64::MAX } else { (1u64 << groups) - 1 };
+                let all = if groups == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << groups) - 1
+                };
                 present_groups[ri as usize] & all == all
             } else {
                 (0..groups).all(|g| {
@@ -604,29 +624,33 @@ impl Classifier {
             if !present {
                 continue;
             }
-            let valid: Vec<(&Hit, u32, &str)> = own
-                .iter()
-                .filter_map(|o| match o.use_ {
-                    Use::Group { rule, group, .. } if rule == ri => Some((&o.hit, group, o.origin)),
-                    _ => None,
-                })
-                .filter(|(h, _, _)| counts(h, cues))
-                .collect();
+            valid.clear();
+            valid.extend(
+                own.iter()
+                    .filter_map(|o| match o.use_ {
+                        Use::Group { rule, group, .. } if rule == ri => {
+                            Some((o.hit, group, o.origin))
+                        }
+                        _ => None,
+                    })
+                    .filter(|(h, _, _)| counts(h, cues)),
+            );
             if (0..groups).any(|g| !valid.iter().any(|(_, vg, _)| *vg == g)) {
                 continue;
             }
-            'anchor: for (a, _, _) in valid.iter().filter(|(_, g, _)| *g == 0) {
+            'anchor: for &(a, a_group, a_origin) in valid.iter() {
+                if a_group != 0 {
+                    continue;
+                }
+                let a = &a;
                 let text = &fields[a.field as usize].norm.text;
                 let (ss, se) = match t.within {
                     Some(_) => (0, text.len()),
                     None => sentence(text, a.start as usize),
                 };
                 let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
-                let mut chosen: Vec<(&Hit, &str)> = vec![(a, valid[0].2)];
-                chosen[0].1 = valid
-                    .iter()
-                    .find(|v| std::ptr::eq(v.0, *a))
-                    .map_or("", |v| v.2);
+                chosen.clear();
+                chosen.push((*a, a_origin));
                 for g in 1..groups {
                     // Each group needs its own words: "iCloud Keychain" cannot be both the
                     // sync term and the account term.
@@ -641,13 +665,13 @@ impl Classifier {
                                 .any(|(c, _)| c.start < h.end && h.start < c.end)
                     });
                     match pick {
-                        Some((h, _, o)) => chosen.push((h, o)),
+                        Some(&(h, _, o)) => chosen.push((h, o)),
                         None => continue 'anchor,
                     }
                 }
                 score += t.weight;
-                for (k, (h, o)) in chosen.iter().enumerate() {
-                    evidence.push((**h, Rule::Together(ri, k, o)));
+                for (k, &(h, o)) in chosen.iter().enumerate() {
+                    evidence.push((h, Rule::Together(ri, k, o)));
                 }
                 break;
             }
@@ -684,7 +708,7 @@ impl Classifier {
         evidence.dedup_by_key(|(h, _)| (h.field, h.start, h.end));
         let evidence = evidence
             .iter()
-            .map(|(h, r)| fields[h.field as usize].evidence(h, r.to_string()))
+            .map(|(h, r)| fields[h.field as usize].evidence(h, r.name()))
             .collect();
         Some(Finding {
             index: si,
@@ -696,6 +720,22 @@ impl Classifier {
     }
 }
 
+/// Working lists of [`Classifier::score_symptom`], allocated once per ticket rather than once
+/// per symptom and rule.
+#[derive(Default)]
+struct ScoreBufs<'s> {
+    /// Where exclusions reach: `(field, from, to)`.
+    excluded: Vec<(u8, usize, usize)>,
+    /// Evidence so far, as hits and rules.
+    evidence: Vec<(Hit, Rule<'s>)>,
+    /// Keyword and hint rules already scored.
+    seen_rules: Vec<(u8, u32)>,
+    /// Hits of one co-occurrence rule that count: hit, group, origin.
+    valid: Vec<(Hit, u32, &'s str)>,
+    /// One hit per group of the co-occurrence being tried.
+    chosen: Vec<(Hit, &'s str)>,
+}
+
 /// Which rule a piece of evidence matched, until it is written out.
 enum Rule<'a> {
     Keyword(&'a str),
@@ -703,6 +743,50 @@ enum Rule<'a> {
     Together(u32, usize, &'a str),
     Pattern(usize),
     Context(&'a str),
+}
+
+impl Rule<'_> {
+    /// The rule as evidence shows it (same text as `Display`), built in one allocation.
+    fn name(&self) -> String {
+        let (kind, origin) = match self {
+            Rule::Keyword(o) => ("keyword:", *o),
+            Rule::Hint(o) => ("hint:", *o),
+            Rule::Context(o) => ("context:", *o),
+            Rule::Together(r, k, o) => {
+                let mut out = String::with_capacity(32 + o.len());
+                out.push_str("together:");
+                push_number(&mut out, *r as usize);
+                out.push(':');
+                push_number(&mut out, *k);
+                out.push(':');
+                out.push_str(o);
+                return out;
+            }
+            Rule::Pattern(_) => return self.to_string(),
+        };
+        let mut out = String::with_capacity(kind.len() + origin.len());
+        out.push_str(kind);
+        out.push_str(origin);
+        out
+    }
+}
+
+/// Append `n` in decimal.
+fn push_number(out: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d as char);
+    }
 }
 
 impl std::fmt::Display for Rule<'_> {
@@ -951,6 +1035,21 @@ mod tests {
         assert_eq!(&t[sentence(t, p).0..sentence(t, p).1], " the pin is locked");
         let t = "see aka.ms/x now";
         assert_eq!(sentence(t, 5), (0, t.len()));
+    }
+
+    #[test]
+    fn rule_names_match_their_display() {
+        for r in [
+            Rule::Keyword("pin locked"),
+            Rule::Hint("@x"),
+            Rule::Context("@passkey"),
+            Rule::Together(0, 0, "a"),
+            Rule::Together(12, 345, "@sync"),
+            Rule::Together(u32::MAX, usize::MAX, ""),
+            Rule::Pattern(7),
+        ] {
+            assert_eq!(r.name(), r.to_string());
+        }
     }
 
     #[test]
