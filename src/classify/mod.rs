@@ -888,9 +888,16 @@ fn group_by_symptom<'a>(uses: &[Own<'a>], symptoms: usize) -> Vec<Own<'a>> {
 
 /// How far an exclusion reaches: its sentence, but no more than [`EXCLUDE_REACH`] either side.
 fn exclusion_reach(fields: &[Field; 2], h: &Hit) -> (u8, usize, usize) {
-    let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
-    let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
-    let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
+    let text = &fields[h.field as usize].norm.text;
+    let (start, end) = (h.start as usize, h.end as usize);
+    // Only the sentence bounds within the reach matter: look no further than that.
+    let lo_limit = start.saturating_sub(EXCLUDE_REACH.min(MAX_SENTENCE_REACH));
+    let hi_limit = (start + MAX_SENTENCE_REACH)
+        .min(end + EXCLUDE_REACH)
+        .min(text.len());
+    let (a, b) = sentence_within(text.as_bytes(), start, lo_limit, hi_limit);
+    let lo = start.saturating_sub(EXCLUDE_REACH).max(a);
+    let hi = (end + EXCLUDE_REACH).min(b.max(a));
     (h.field, lo, hi)
 }
 
@@ -1004,6 +1011,13 @@ fn is_word(b: u8) -> bool {
 /// a blank line, or [`MAX_SENTENCE_REACH`] bytes either way.
 pub fn sentence(text: &str, pos: usize) -> (usize, usize) {
     let b = text.as_bytes();
+    let lo_limit = pos.saturating_sub(MAX_SENTENCE_REACH);
+    let hi_limit = (pos + MAX_SENTENCE_REACH).min(b.len());
+    sentence_within(b, pos, lo_limit, hi_limit)
+}
+
+/// [`sentence`], looking back no further than `lo_limit` and ahead no further than `hi_limit`.
+fn sentence_within(b: &[u8], pos: usize, lo_limit: usize, hi_limit: usize) -> (usize, usize) {
     let is_end = |i: usize| -> bool {
         match b[i] {
             b'!' | b'?' | b';' | b'\n' => true,
@@ -1011,12 +1025,10 @@ pub fn sentence(text: &str, pos: usize) -> (usize, usize) {
             _ => false,
         }
     };
-    let lo_limit = pos.saturating_sub(MAX_SENTENCE_REACH);
     let mut start = pos.min(b.len());
     while start > lo_limit && !is_end(start - 1) {
         start -= 1;
     }
-    let hi_limit = (pos + MAX_SENTENCE_REACH).min(b.len());
     let mut end = pos;
     while end < hi_limit && !is_end(end) {
         end += 1;

@@ -698,7 +698,10 @@ fn html_tag(bytes: &[u8], i: usize, b: &mut Builder) -> Option<usize> {
     // Every tag name handled below is short: a longer one is an inline tag, whatever it is.
     let mut name_buf = [0u8; 16];
     let name: &[u8] = if name_len <= name_buf.len() {
-        for (d, c) in name_buf.iter_mut().zip(&rest[name_start..name_start + name_len]) {
+        for (d, c) in name_buf
+            .iter_mut()
+            .zip(&rest[name_start..name_start + name_len])
+        {
             *d = c.to_ascii_lowercase();
         }
         &name_buf[..name_len]
