@@ -29,7 +29,8 @@ pub mod zones;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, MatchKind};
 
 use crate::catalog::{Catalog, Phrase, Term};
 use fuzzy::Lexicon;
@@ -148,7 +149,7 @@ struct PatInfo {
 #[derive(Debug)]
 struct Inner {
     catalog: Arc<Catalog>,
-    ac: AhoCorasick,
+    ac: Scanner,
     pats: Vec<PatInfo>,
     lexicon: Lexicon,
     negation: Negation,
@@ -158,6 +159,78 @@ struct Inner {
     always_run: bool,
     /// The automaton's phrases, in pattern order.
     texts: Vec<String>,
+}
+
+/// The keyword automaton. Normally a DFA that [`Scanner::for_each_match`] walks itself, one
+/// table look-up per byte and no call per match; the library's own search when the phrases
+/// are too many for a DFA.
+#[derive(Debug)]
+enum Scanner {
+    Dfa(aho_corasick::dfa::DFA),
+    Other(AhoCorasick),
+}
+
+impl Scanner {
+    fn build(texts: &[String]) -> Result<Scanner, BuildError> {
+        let dfa = aho_corasick::dfa::DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(texts);
+        match dfa {
+            Ok(dfa) if dfa.start_state(Anchored::No).is_ok() => Ok(Scanner::Dfa(dfa)),
+            _ => AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build(texts)
+                .map(Scanner::Other)
+                .map_err(|e| BuildError::Automaton(e.to_string())),
+        }
+    }
+
+    /// Calls `f(start, end, pattern)` for every occurrence of every phrase in `hay`,
+    /// overlapping ones included, in the order of the library's overlapping search: by end
+    /// offset, then in the order the automaton state lists its matches.
+    #[inline]
+    fn for_each_match(&self, hay: &[u8], mut f: impl FnMut(usize, usize, u32)) {
+        let dfa = match self {
+            Scanner::Dfa(dfa) => dfa,
+            Scanner::Other(ac) => {
+                for m in ac.find_overlapping_iter(hay) {
+                    f(m.start(), m.end(), m.pattern().as_u32());
+                }
+                return;
+            }
+        };
+        #[inline(always)]
+        fn report(
+            dfa: &aho_corasick::dfa::DFA,
+            sid: aho_corasick::automaton::StateID,
+            end: usize,
+            f: &mut impl FnMut(usize, usize, u32),
+        ) {
+            for k in 0..dfa.match_len(sid) {
+                let pid = dfa.match_pattern(sid, k);
+                f(end - dfa.pattern_len(pid), end, pid.as_u32());
+            }
+        }
+        // Checked when the scanner was built.
+        let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+            return;
+        };
+        if dfa.is_match(sid) {
+            report(dfa, sid, 0, &mut f);
+        }
+        for (i, &b) in hay.iter().enumerate() {
+            sid = dfa.next_state(Anchored::No, sid, b);
+            if dfa.is_special(sid) {
+                if dfa.is_dead(sid) {
+                    return;
+                }
+                if dfa.is_match(sid) {
+                    report(dfa, sid, i + 1, &mut f);
+                }
+            }
+        }
+    }
 }
 
 /// A compiled catalogue, ready to classify. Cheap to clone and share across threads.
@@ -232,16 +305,7 @@ impl Classifier {
                 }
             }
         }
-        let ac = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&texts)
-            .or_else(|_| {
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .build(&texts)
-            })
-            .map_err(|e| BuildError::Automaton(e.to_string()))?;
+        let ac = Scanner::build(&texts)?;
         let words = texts
             .iter()
             .flat_map(|t| t.split(|c: char| !c.is_ascii_lowercase()))
@@ -337,12 +401,11 @@ impl Classifier {
             }
             // 3. One scan of the automaton.
             let hay = norm.text.as_bytes();
-            for m in inner.ac.find_overlapping_iter(&norm.text) {
-                let (s, e) = (m.start(), m.end());
-                let info = &inner.pats[m.pattern().as_usize()];
+            inner.ac.for_each_match(hay, |s, e, pat| {
                 if s > 0 && is_word(hay[s - 1]) {
-                    continue;
+                    return;
                 }
+                let info = &inner.pats[pat as usize];
                 let mut end = e;
                 if info.prefix {
                     while end < hay.len() && is_word(hay[end]) {
@@ -353,10 +416,10 @@ impl Classifier {
                     let plural = match hay[e] {
                         b's' => 1,
                         b'e' if hay.get(e + 1) == Some(&b's') => 2,
-                        _ => continue,
+                        _ => return,
                     };
                     if hay.get(e + plural).is_some_and(|&b| is_word(b)) {
-                        continue;
+                        return;
                     }
                     end = e + plural;
                 }
@@ -366,10 +429,10 @@ impl Classifier {
                     field: fi as u8,
                     start: s as u32,
                     end: end as u32,
-                    pat: m.pattern().as_u32(),
+                    pat,
                     quoted,
                 });
-            }
+            });
         }
         if hits.is_empty() && !inner.always_run {
             return Classification::default();
