@@ -166,7 +166,7 @@ struct Inner {
 /// are too many for a DFA.
 #[derive(Debug)]
 enum Scanner {
-    Dfa(aho_corasick::dfa::DFA),
+    Dfa(Box<aho_corasick::dfa::DFA>),
     Other(AhoCorasick),
 }
 
@@ -177,13 +177,18 @@ impl Scanner {
             .prefilter(false)
             .build(texts);
         match dfa {
-            Ok(dfa) if dfa.start_state(Anchored::No).is_ok() => Ok(Scanner::Dfa(dfa)),
-            _ => AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                .build(texts)
-                .map(Scanner::Other)
-                .map_err(|e| BuildError::Automaton(e.to_string())),
+            Ok(dfa) if dfa.start_state(Anchored::No).is_ok() => Ok(Scanner::Dfa(Box::new(dfa))),
+            _ => Scanner::build_library(texts),
         }
+    }
+
+    /// The library's own overlapping search, for phrase sets too large for a DFA.
+    fn build_library(texts: &[String]) -> Result<Scanner, BuildError> {
+        AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(texts)
+            .map(Scanner::Other)
+            .map_err(|e| BuildError::Automaton(e.to_string()))
     }
 
     /// Calls `f(start, end, pattern)` for every occurrence of every phrase in `hay`,
@@ -1125,6 +1130,39 @@ mod tests {
         ] {
             assert_eq!(r.name(), r.to_string());
         }
+    }
+
+    #[test]
+    fn dfa_walk_reports_what_the_library_search_reports() {
+        let classifier = Classifier::new(Catalog::builtin()).unwrap();
+        let texts = classifier.phrases();
+        let dfa = Scanner::build(texts).unwrap();
+        assert!(matches!(dfa, Scanner::Dfa(_)));
+        let library = Scanner::build_library(texts).unwrap();
+        let all = |s: &Scanner, hay: &str| {
+            let mut out = Vec::new();
+            s.for_each_match(hay.as_bytes(), |a, b, p| out.push((a, b, p)));
+            out
+        };
+        let corpus = concat!(
+            include_str!("../../tests/data/tickets.jsonl"),
+            include_str!("../../tests/data/holdout.jsonl")
+        );
+        let mut matches = 0;
+        for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
+            let t = crate::ticket::Ticket::from_json(line).unwrap();
+            for field in [&t.subject, &t.body] {
+                let norm = classifier.normalize(field, true);
+                let found = all(&dfa, &norm.text);
+                assert_eq!(found, all(&library, &norm.text), "{}", t.id);
+                matches += found.len();
+            }
+        }
+        assert!(
+            matches > 1000,
+            "the corpus should hit the catalogue often: {matches}"
+        );
+        assert!(all(&dfa, "").is_empty());
     }
 
     #[test]
