@@ -945,13 +945,17 @@ fn group_by_symptom<'a>(uses: &[Own<'a>], symptoms: usize) -> Vec<Own<'a>> {
     for i in 0..symptoms {
         starts[i + 1] += starts[i];
     }
-    let mut out: Vec<Option<Own<'a>>> = vec![None; uses.len()];
+    // Every slot is written below; the first use only fills the vector to its length.
+    let mut out: Vec<Own<'a>> = match uses.first() {
+        Some(&o) => vec![o; uses.len()],
+        None => return Vec::new(),
+    };
     for o in uses {
         let slot = &mut starts[o.sym as usize];
-        out[*slot] = Some(*o);
+        out[*slot] = *o;
         *slot += 1;
     }
-    out.into_iter().flatten().collect()
+    out
 }
 
 /// How far an exclusion reaches: its sentence, but no more than [`EXCLUDE_REACH`] either side.
