@@ -28,6 +28,9 @@ pub struct Lexicon {
     entries: Vec<Entry>,
     /// `entries[offsets[b]..offsets[b + 1]]` is bucket `b`.
     offsets: Vec<u32>,
+    /// Per first two letters, bit `len` set when some candidate has that length: most ticket
+    /// words are turned away with one load, before any bucket is read.
+    lengths: Vec<u64>,
     /// Every lexicon word, for the exact-match early exit.
     words: HashSet<Box<[u8]>>,
     /// Words that must never be corrected (real words near a catalogue word).
@@ -50,7 +53,12 @@ const BUCKETS: usize = 26 * 26 * (MAX_LEN + 1);
 /// Candidates share the first two letters: typos rarely touch them, and it keeps each bucket
 /// to a handful of words.
 fn bucket(first: u8, second: u8, len: usize) -> usize {
-    ((first - b'a') as usize * 26 + (second - b'a') as usize) * (MAX_LEN + 1) + len
+    prefix(first, second) * (MAX_LEN + 1) + len
+}
+
+/// Index of a two-letter prefix.
+fn prefix(first: u8, second: u8) -> usize {
+    (first - b'a') as usize * 26 + (second - b'a') as usize
 }
 
 fn mask(word: &[u8]) -> u32 {
@@ -90,6 +98,11 @@ impl Lexicon {
         for i in 0..BUCKETS {
             lex.offsets[i + 1] += lex.offsets[i];
         }
+        lex.lengths = vec![0; 26 * 26];
+        for (_, e) in &by_bucket {
+            let b = e.word.as_bytes();
+            lex.lengths[prefix(b[0], b[1])] |= 1 << b.len();
+        }
         lex.entries = by_bucket.into_iter().map(|(_, e)| e).collect();
         lex.keep = keep.into_iter().map(|w| w.as_bytes().into()).collect();
         lex
@@ -118,6 +131,24 @@ impl Lexicon {
         let bound = if n >= TWO_EDIT_LEN { 2 } else { 1 };
         let lo = n.saturating_sub(bound).max(MIN_LEN);
         let hi = (n + bound).min(MAX_LEN);
+        // No candidate of any length in lo..=hi: nothing to compare.
+        let wanted = (u64::MAX << lo) & (u64::MAX >> (63 - hi));
+        if self.lengths[prefix(word[0], word[1])] & wanted == 0 {
+            return None;
+        }
+        // A lexicon word is never corrected (the end of this function says so too): find it
+        // first, by binary search in its own bucket (sorted by word), before comparing it with
+        // its neighbours.
+        if n >= MIN_LEN {
+            let b = bucket(word[0], word[1], n);
+            let own = &self.entries[self.offsets[b] as usize..self.offsets[b + 1] as usize];
+            if own
+                .binary_search_by(|e| e.word.as_bytes().cmp(word))
+                .is_ok()
+            {
+                return None;
+            }
+        }
         let m = mask(word);
         let mut best: Option<(&Entry, usize)> = None;
         for len in lo..=hi {
@@ -172,11 +203,38 @@ pub fn distance(a: &[u8], b: &[u8], bound: usize) -> Option<usize> {
     if a.len().abs_diff(b.len()) > bound {
         return None;
     }
+    // A common prefix and suffix change nothing in the distance (also with transpositions):
+    // only the differing middle goes through the table, usually a byte or two.
+    let pre = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[pre..], &b[pre..]);
+    let suf = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[..a.len() - suf], &b[..b.len() - suf]);
     let n = b.len();
-    // Three rows: two back (for transpositions), one back, current.
-    let mut prev2 = vec![0usize; n + 1];
-    let mut prev: Vec<usize> = (0..=n).collect();
-    let mut cur = vec![0usize; n + 1];
+    // Three rows: two back (for transpositions), one back, current; on the stack for the
+    // lengths the lexicon holds.
+    const ROW: usize = MAX_LEN + 3;
+    if n >= ROW {
+        let mut rows = vec![0usize; 3 * (n + 1)];
+        return distance_in(a, b, bound, &mut rows);
+    }
+    let mut rows = [0usize; 3 * ROW];
+    distance_in(a, b, bound, &mut rows[..3 * (n + 1)])
+}
+
+/// [`distance`] with its three rows in `rows` (`3 * (b.len() + 1)` long).
+fn distance_in(a: &[u8], b: &[u8], bound: usize, rows: &mut [usize]) -> Option<usize> {
+    let n = b.len();
+    let (prev2, rest) = rows.split_at_mut(n + 1);
+    let (prev, cur) = rest.split_at_mut(n + 1);
+    let (mut prev2, mut prev, mut cur) = (prev2, prev, cur);
+    for (j, v) in prev.iter_mut().enumerate() {
+        *v = j;
+    }
     for i in 1..=a.len() {
         cur[0] = i;
         let mut row_min = cur[0];
@@ -225,6 +283,65 @@ mod tests {
         assert_eq!(distance(b"abc", b"abc", 0), Some(0));
         assert_eq!(distance(b"kitten", b"sitting", 2), None);
         assert_eq!(distance(b"kitten", b"sitting", 3), Some(3));
+    }
+
+    /// The table over the whole words, as a reference for the affix-stripping shortcut.
+    fn full_table(a: &[u8], b: &[u8]) -> usize {
+        let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for (i, row) in d.iter_mut().enumerate() {
+            row[0] = i;
+        }
+        for (j, v) in d[0].iter_mut().enumerate() {
+            *v = j;
+        }
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (d[i - 1][j] + 1)
+                    .min(d[i][j - 1] + 1)
+                    .min(d[i - 1][j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(d[i - 2][j - 2] + 1);
+                }
+                d[i][j] = v;
+            }
+        }
+        d[a.len()][b.len()]
+    }
+
+    #[test]
+    fn distance_matches_the_full_table() {
+        // Every pair of words up to 5 letters over a 3-letter alphabet, where shared prefixes,
+        // suffixes and swaps are frequent.
+        let mut words: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = words.clone();
+        for _ in 0..5 {
+            last = last
+                .iter()
+                .flat_map(|w| {
+                    b"abc".iter().map(move |&c| {
+                        let mut w = w.clone();
+                        w.push(c);
+                        w
+                    })
+                })
+                .collect();
+            words.extend(last.iter().cloned());
+        }
+        for a in &words {
+            for b in &words {
+                let full = full_table(a, b);
+                for bound in 0..=3 {
+                    assert_eq!(
+                        distance(a, b, bound),
+                        (full <= bound).then_some(full),
+                        "{:?} {:?} bound {bound}",
+                        std::str::from_utf8(a),
+                        std::str::from_utf8(b)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -26,9 +26,11 @@ pub mod negation;
 pub mod normalize;
 pub mod zones;
 
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, MatchKind};
 
 use crate::catalog::{Catalog, Phrase, Term};
 use fuzzy::Lexicon;
@@ -147,7 +149,7 @@ struct PatInfo {
 #[derive(Debug)]
 struct Inner {
     catalog: Arc<Catalog>,
-    ac: AhoCorasick,
+    ac: Scanner,
     pats: Vec<PatInfo>,
     lexicon: Lexicon,
     negation: Negation,
@@ -157,6 +159,83 @@ struct Inner {
     always_run: bool,
     /// The automaton's phrases, in pattern order.
     texts: Vec<String>,
+}
+
+/// The keyword automaton. Normally a DFA that [`Scanner::for_each_match`] walks itself, one
+/// table look-up per byte and no call per match; the library's own search when the phrases
+/// are too many for a DFA.
+#[derive(Debug)]
+enum Scanner {
+    Dfa(Box<aho_corasick::dfa::DFA>),
+    Other(AhoCorasick),
+}
+
+impl Scanner {
+    fn build(texts: &[String]) -> Result<Scanner, BuildError> {
+        let dfa = aho_corasick::dfa::DFA::builder()
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(texts);
+        match dfa {
+            Ok(dfa) if dfa.start_state(Anchored::No).is_ok() => Ok(Scanner::Dfa(Box::new(dfa))),
+            _ => Scanner::build_library(texts),
+        }
+    }
+
+    /// The library's own overlapping search, for phrase sets too large for a DFA.
+    fn build_library(texts: &[String]) -> Result<Scanner, BuildError> {
+        AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(texts)
+            .map(Scanner::Other)
+            .map_err(|e| BuildError::Automaton(e.to_string()))
+    }
+
+    /// Calls `f(start, end, pattern)` for every occurrence of every phrase in `hay`,
+    /// overlapping ones included, in the order of the library's overlapping search: by end
+    /// offset, then in the order the automaton state lists its matches.
+    #[inline]
+    fn for_each_match(&self, hay: &[u8], mut f: impl FnMut(usize, usize, u32)) {
+        let dfa = match self {
+            Scanner::Dfa(dfa) => dfa,
+            Scanner::Other(ac) => {
+                for m in ac.find_overlapping_iter(hay) {
+                    f(m.start(), m.end(), m.pattern().as_u32());
+                }
+                return;
+            }
+        };
+        #[inline(always)]
+        fn report(
+            dfa: &aho_corasick::dfa::DFA,
+            sid: aho_corasick::automaton::StateID,
+            end: usize,
+            f: &mut impl FnMut(usize, usize, u32),
+        ) {
+            for k in 0..dfa.match_len(sid) {
+                let pid = dfa.match_pattern(sid, k);
+                f(end - dfa.pattern_len(pid), end, pid.as_u32());
+            }
+        }
+        // Checked when the scanner was built.
+        let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+            return;
+        };
+        if dfa.is_match(sid) {
+            report(dfa, sid, 0, &mut f);
+        }
+        for (i, &b) in hay.iter().enumerate() {
+            sid = dfa.next_state(Anchored::No, sid, b);
+            if dfa.is_special(sid) {
+                if dfa.is_dead(sid) {
+                    return;
+                }
+                if dfa.is_match(sid) {
+                    report(dfa, sid, i + 1, &mut f);
+                }
+            }
+        }
+    }
 }
 
 /// A compiled catalogue, ready to classify. Cheap to clone and share across threads.
@@ -231,16 +310,7 @@ impl Classifier {
                 }
             }
         }
-        let ac = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&texts)
-            .or_else(|_| {
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .build(&texts)
-            })
-            .map_err(|e| BuildError::Automaton(e.to_string()))?;
+        let ac = Scanner::build(&texts)?;
         let words = texts
             .iter()
             .flat_map(|t| t.split(|c: char| !c.is_ascii_lowercase()))
@@ -320,6 +390,7 @@ impl Classifier {
             norms,
             ignored,
             hits,
+            cues,
         } = scratch;
         hits.clear();
         for fi in 0..2 {
@@ -335,12 +406,11 @@ impl Classifier {
             }
             // 3. One scan of the automaton.
             let hay = norm.text.as_bytes();
-            for m in inner.ac.find_overlapping_iter(&norm.text) {
-                let (s, e) = (m.start(), m.end());
-                let info = &inner.pats[m.pattern().as_usize()];
+            inner.ac.for_each_match(hay, |s, e, pat| {
                 if s > 0 && is_word(hay[s - 1]) {
-                    continue;
+                    return;
                 }
+                let info = &inner.pats[pat as usize];
                 let mut end = e;
                 if info.prefix {
                     while end < hay.len() && is_word(hay[end]) {
@@ -351,10 +421,10 @@ impl Classifier {
                     let plural = match hay[e] {
                         b's' => 1,
                         b'e' if hay.get(e + 1) == Some(&b's') => 2,
-                        _ => continue,
+                        _ => return,
                     };
                     if hay.get(e + plural).is_some_and(|&b| is_word(b)) {
-                        continue;
+                        return;
                     }
                     end = e + plural;
                 }
@@ -364,10 +434,10 @@ impl Classifier {
                     field: fi as u8,
                     start: s as u32,
                     end: end as u32,
-                    pat: m.pattern().as_u32(),
+                    pat,
                     quoted,
                 });
-            }
+            });
         }
         if hits.is_empty() && !inner.always_run {
             return Classification::default();
@@ -386,11 +456,17 @@ impl Classifier {
                 ignored: &ignored[1],
             },
         ];
-        self.score(&fields, hits)
+        cues.clear();
+        self.score(&fields, hits, cues)
     }
 
     /// Steps 4 and 5: per-symptom evidence, scores, and the final choice.
-    fn score(&self, fields: &[Field; 2], hits: &mut Vec<Hit>) -> Classification {
+    fn score(
+        &self,
+        fields: &[Field; 2],
+        hits: &mut Vec<Hit>,
+        cues: &mut CueCache,
+    ) -> Classification {
         let inner = &*self.inner;
         let cat = &inner.catalog;
         // Ignore phrases hide the hits inside them.
@@ -441,9 +517,15 @@ impl Classifier {
                 });
             }
         }
-        uses.sort_by_key(|o| o.sym);
-        let mut cues = CueCache::default();
+        // Group by symptom, keeping each symptom's uses in hit order (a stable counting sort).
+        let uses = group_by_symptom(&uses, cat.symptoms.len());
+        // A resolved phrase excludes through its stretch of sentence for every symptom alike.
+        let resolved: Vec<(u8, usize, usize)> = resolved
+            .iter()
+            .map(|h| exclusion_reach(fields, h))
+            .collect();
         let mut findings = Vec::new();
+        let mut bufs = ScoreBufs::default();
         let mut rest: &[Own] = &uses;
         for (si, sym) in cat.symptoms.iter().enumerate() {
             let n = rest.iter().take_while(|o| o.sym as usize == si).count();
@@ -454,7 +536,7 @@ impl Classifier {
             if own.is_empty() && !always {
                 continue;
             }
-            if let Some(f) = self.score_symptom(si, own, fields, &resolved, &mut cues) {
+            if let Some(f) = self.score_symptom(si, own, fields, &resolved, cues, &mut bufs) {
                 findings.push(f);
             }
         }
@@ -478,14 +560,22 @@ impl Classifier {
     }
 
     /// Score one symptom from its own hits; `None` when it does not reach its threshold.
-    fn score_symptom(
-        &self,
+    fn score_symptom<'s>(
+        &'s self,
         si: usize,
-        own: &[Own],
+        own: &[Own<'s>],
         fields: &[Field; 2],
-        resolved: &[Hit],
+        resolved: &[(u8, usize, usize)],
         cues: &mut CueCache,
+        bufs: &mut ScoreBufs<'s>,
     ) -> Option<Finding> {
+        let ScoreBufs {
+            excluded,
+            evidence,
+            seen_rules,
+            valid,
+            chosen,
+        } = bufs;
         let inner = &*self.inner;
         let sym = &inner.catalog.symptoms[si];
         // Nothing but context and exclusions: nothing to score.
@@ -531,18 +621,14 @@ impl Classifier {
                     && x.end <= o.hit.end
             })
         };
-        let excluded: Vec<(u8, usize, usize)> = own
-            .iter()
-            .filter(|o| matches!(o.use_, Use::Exclude { .. }) && !inside_own(&o.hit))
-            .map(|o| &o.hit)
-            .chain(resolved.iter())
-            .map(|h| {
-                let (a, b) = sentence(&fields[h.field as usize].norm.text, h.start as usize);
-                let lo = (h.start as usize).saturating_sub(EXCLUDE_REACH).max(a);
-                let hi = (h.end as usize + EXCLUDE_REACH).min(b.max(a));
-                (h.field, lo, hi)
-            })
-            .collect();
+        excluded.clear();
+        excluded.extend(
+            own.iter()
+                .filter(|o| matches!(o.use_, Use::Exclude { .. }) && !inside_own(&o.hit))
+                .map(|o| exclusion_reach(fields, &o.hit))
+                .chain(resolved.iter().copied()),
+        );
+        let excluded = &*excluded;
         let counts = |h: &Hit, cues: &mut CueCache| -> bool {
             let start = h.start as usize;
             if excluded
@@ -554,9 +640,9 @@ impl Classifier {
             h.end == h.start || !negated(own, fields, h, &inner.negation, cues)
         };
         // Evidence is kept as hits and rules, and turned into text only if the symptom is found.
-        let mut evidence: Vec<(Hit, Rule)> = Vec::new();
+        evidence.clear();
         let mut score = 0f32;
-        let mut seen_rules: Vec<(u8, u32)> = Vec::new();
+        seen_rules.clear();
         // Keywords and hints.
         for o in own {
             let (w, rule, tag) = match o.use_ {
@@ -574,41 +660,65 @@ impl Classifier {
             }
             evidence.push((o.hit, rule));
         }
-        // Co-occurrences.
+        // Co-occurrences. Which groups of which rule have some hit at all, in one pass.
+        let mut present_groups = [0u64; 16];
+        let small = sym.together.len() <= present_groups.len()
+            && sym.together.iter().all(|t| t.groups.len() <= 64);
+        if small {
+            for o in own {
+                if let Use::Group { rule, group, .. } = o.use_ {
+                    present_groups[rule as usize] |= 1 << group;
+                }
+            }
+        }
         for (ri, t) in sym.together.iter().enumerate() {
             let ri = ri as u32;
             let groups = t.groups.len() as u32;
             // Cheap test first: every group has some hit at all.
-            let present = (0..groups).all(|g| {
-                own.iter()
-                    .any(|o| matches!(o.use_, Use::Group { rule, group, .. } if rule == ri && group == g))
-            });
+            let present = if small {
+                let all = if groups == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << groups) - 1
+                };
+                present_groups[ri as usize] & all == all
+            } else {
+                (0..groups).all(|g| {
+                    own.iter().any(
+                        |o| matches!(o.use_, Use::Group { rule, group, .. } if rule == ri && group == g),
+                    )
+                })
+            };
             if !present {
                 continue;
             }
-            let valid: Vec<(&Hit, u32, &str)> = own
-                .iter()
-                .filter_map(|o| match o.use_ {
-                    Use::Group { rule, group, .. } if rule == ri => Some((&o.hit, group, o.origin)),
-                    _ => None,
-                })
-                .filter(|(h, _, _)| counts(h, cues))
-                .collect();
+            valid.clear();
+            valid.extend(
+                own.iter()
+                    .filter_map(|o| match o.use_ {
+                        Use::Group { rule, group, .. } if rule == ri => {
+                            Some((o.hit, group, o.origin))
+                        }
+                        _ => None,
+                    })
+                    .filter(|(h, _, _)| counts(h, cues)),
+            );
             if (0..groups).any(|g| !valid.iter().any(|(_, vg, _)| *vg == g)) {
                 continue;
             }
-            'anchor: for (a, _, _) in valid.iter().filter(|(_, g, _)| *g == 0) {
+            'anchor: for &(a, a_group, a_origin) in valid.iter() {
+                if a_group != 0 {
+                    continue;
+                }
+                let a = &a;
                 let text = &fields[a.field as usize].norm.text;
                 let (ss, se) = match t.within {
                     Some(_) => (0, text.len()),
                     None => sentence(text, a.start as usize),
                 };
                 let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
-                let mut chosen: Vec<(&Hit, &str)> = vec![(a, valid[0].2)];
-                chosen[0].1 = valid
-                    .iter()
-                    .find(|v| std::ptr::eq(v.0, *a))
-                    .map_or("", |v| v.2);
+                chosen.clear();
+                chosen.push((*a, a_origin));
                 for g in 1..groups {
                     // Each group needs its own words: "iCloud Keychain" cannot be both the
                     // sync term and the account term.
@@ -623,13 +733,13 @@ impl Classifier {
                                 .any(|(c, _)| c.start < h.end && h.start < c.end)
                     });
                     match pick {
-                        Some((h, _, o)) => chosen.push((h, o)),
+                        Some(&(h, _, o)) => chosen.push((h, o)),
                         None => continue 'anchor,
                     }
                 }
                 score += t.weight;
-                for (k, (h, o)) in chosen.iter().enumerate() {
-                    evidence.push((**h, Rule::Together(ri, k, o)));
+                for (k, &(h, o)) in chosen.iter().enumerate() {
+                    evidence.push((h, Rule::Together(ri, k, o)));
                 }
                 break;
             }
@@ -666,7 +776,7 @@ impl Classifier {
         evidence.dedup_by_key(|(h, _)| (h.field, h.start, h.end));
         let evidence = evidence
             .iter()
-            .map(|(h, r)| fields[h.field as usize].evidence(h, r.to_string()))
+            .map(|(h, r)| fields[h.field as usize].evidence(h, r.name()))
             .collect();
         Some(Finding {
             index: si,
@@ -678,6 +788,22 @@ impl Classifier {
     }
 }
 
+/// Working lists of [`Classifier::score_symptom`], allocated once per ticket rather than once
+/// per symptom and rule.
+#[derive(Default)]
+struct ScoreBufs<'s> {
+    /// Where exclusions reach: `(field, from, to)`.
+    excluded: Vec<(u8, usize, usize)>,
+    /// Evidence so far, as hits and rules.
+    evidence: Vec<(Hit, Rule<'s>)>,
+    /// Keyword and hint rules already scored.
+    seen_rules: Vec<(u8, u32)>,
+    /// Hits of one co-occurrence rule that count: hit, group, origin.
+    valid: Vec<(Hit, u32, &'s str)>,
+    /// One hit per group of the co-occurrence being tried.
+    chosen: Vec<(Hit, &'s str)>,
+}
+
 /// Which rule a piece of evidence matched, until it is written out.
 enum Rule<'a> {
     Keyword(&'a str),
@@ -685,6 +811,50 @@ enum Rule<'a> {
     Together(u32, usize, &'a str),
     Pattern(usize),
     Context(&'a str),
+}
+
+impl Rule<'_> {
+    /// The rule as evidence shows it (same text as `Display`), built in one allocation.
+    fn name(&self) -> String {
+        let (kind, origin) = match self {
+            Rule::Keyword(o) => ("keyword:", *o),
+            Rule::Hint(o) => ("hint:", *o),
+            Rule::Context(o) => ("context:", *o),
+            Rule::Together(r, k, o) => {
+                let mut out = String::with_capacity(32 + o.len());
+                out.push_str("together:");
+                push_number(&mut out, *r as usize);
+                out.push(':');
+                push_number(&mut out, *k);
+                out.push(':');
+                out.push_str(o);
+                return out;
+            }
+            Rule::Pattern(_) => return self.to_string(),
+        };
+        let mut out = String::with_capacity(kind.len() + origin.len());
+        out.push_str(kind);
+        out.push_str(origin);
+        out
+    }
+}
+
+/// Append `n` in decimal.
+fn push_number(out: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d as char);
+    }
 }
 
 impl std::fmt::Display for Rule<'_> {
@@ -705,6 +875,7 @@ struct Scratch {
     norms: [Normalized; 2],
     ignored: [Vec<zones::Range>; 2],
     hits: Vec<Hit>,
+    cues: CueCache,
 }
 
 thread_local! {
@@ -723,24 +894,83 @@ struct Own<'a> {
 /// Negation cues found before each hit, computed once per ticket whatever the symptom.
 #[derive(Default)]
 struct CueCache {
-    /// `(field, start)` -> cue start offsets.
-    seen: Vec<((u8, u32), Vec<usize>)>,
+    /// `(field, start)` packed in a `u64` -> cue start offsets.
+    seen: std::collections::HashMap<u64, negation::Cues, BuildHasherDefault<KeyHasher>>,
 }
 
 impl CueCache {
-    fn get(&mut self, fields: &[Field; 2], hit: &Hit, negation: &Negation) -> &[usize] {
-        let key = (hit.field, hit.start);
-        let i = match self.seen.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                let text = &fields[hit.field as usize].norm.text;
-                self.seen
-                    .push((key, negation.cues_before(text, hit.start as usize)));
-                self.seen.len() - 1
-            }
-        };
-        &self.seen[i].1
+    fn clear(&mut self) {
+        self.seen.clear();
     }
+
+    fn get(&mut self, fields: &[Field; 2], hit: &Hit, negation: &Negation) -> &[usize] {
+        let key = (u64::from(hit.field) << 32) | u64::from(hit.start);
+        self.seen
+            .entry(key)
+            .or_insert_with(|| {
+                let text = &fields[hit.field as usize].norm.text;
+                negation.cues_before_inline(text, hit.start as usize)
+            })
+            .as_slice()
+    }
+}
+
+/// Hashes the cue cache's packed `u64` keys with one multiplication: they are small offsets,
+/// not attacker-chosen, and the map lives for one ticket.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// `uses` grouped by symptom, each symptom's uses in their original order.
+fn group_by_symptom<'a>(uses: &[Own<'a>], symptoms: usize) -> Vec<Own<'a>> {
+    let mut starts = vec![0usize; symptoms + 1];
+    for o in uses {
+        starts[o.sym as usize + 1] += 1;
+    }
+    for i in 0..symptoms {
+        starts[i + 1] += starts[i];
+    }
+    // Every slot is written below; the first use only fills the vector to its length.
+    let mut out: Vec<Own<'a>> = match uses.first() {
+        Some(&o) => vec![o; uses.len()],
+        None => return Vec::new(),
+    };
+    for o in uses {
+        let slot = &mut starts[o.sym as usize];
+        out[*slot] = *o;
+        *slot += 1;
+    }
+    out
+}
+
+/// How far an exclusion reaches: its sentence, but no more than [`EXCLUDE_REACH`] either side.
+fn exclusion_reach(fields: &[Field; 2], h: &Hit) -> (u8, usize, usize) {
+    let text = &fields[h.field as usize].norm.text;
+    let (start, end) = (h.start as usize, h.end as usize);
+    // Only the sentence bounds within the reach matter: look no further than that.
+    let lo_limit = start.saturating_sub(EXCLUDE_REACH.min(MAX_SENTENCE_REACH));
+    let hi_limit = (start + MAX_SENTENCE_REACH)
+        .min(end + EXCLUDE_REACH)
+        .min(text.len());
+    let (a, b) = sentence_within(text.as_bytes(), start, lo_limit, hi_limit);
+    let lo = start.saturating_sub(EXCLUDE_REACH).max(a);
+    let hi = (end + EXCLUDE_REACH).min(b.max(a));
+    (h.field, lo, hi)
 }
 
 /// Whether `hit` is negated: a cue stands before it that is not part of the symptom's own
@@ -809,13 +1039,15 @@ impl Field<'_> {
 
 /// Whether a subject line marks a reply: `Re:`, `AW:`, `RE :`, `RV:` is a forward elsewhere.
 pub fn is_reply_subject(subject: &str) -> bool {
-    let lower: String = subject
-        .trim_start()
-        .chars()
-        .take(4)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    lower.starts_with("re:") || lower.starts_with("aw:") || lower.starts_with("re :")
+    let s = subject.trim_start().as_bytes();
+    starts_with_ci(s, b"re:") || starts_with_ci(s, b"aw:") || starts_with_ci(s, b"re :")
+}
+
+/// Whether `s` starts with the lower-case ASCII `prefix`, ignoring ASCII case. (A prefix of
+/// ASCII bytes is also a prefix of characters, so no allocation is needed to compare.)
+#[inline]
+fn starts_with_ci(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 /// Whether a subject line marks a forward: `Fw:`, `Fwd:`, `WG:`, `TR:`, `RV:`, possibly after
@@ -823,14 +1055,22 @@ pub fn is_reply_subject(subject: &str) -> bool {
 pub fn is_forward_subject(subject: &str) -> bool {
     let mut s = subject.trim_start();
     loop {
-        let lower: String = s.chars().take(5).collect::<String>().to_ascii_lowercase();
-        if lower.starts_with("re:") || lower.starts_with("aw:") {
+        let b = s.as_bytes();
+        if starts_with_ci(b, b"re:") || starts_with_ci(b, b"aw:") {
             s = s[3..].trim_start();
             continue;
         }
-        return ["fw:", "fwd:", "wg:", "tr:", "rv:", "fw :", "tr :"]
-            .iter()
-            .any(|p| lower.starts_with(p));
+        return [
+            &b"fw:"[..],
+            b"fwd:",
+            b"wg:",
+            b"tr:",
+            b"rv:",
+            b"fw :",
+            b"tr :",
+        ]
+        .iter()
+        .any(|p| starts_with_ci(b, p));
     }
 }
 
@@ -843,6 +1083,13 @@ fn is_word(b: u8) -> bool {
 /// a blank line, or [`MAX_SENTENCE_REACH`] bytes either way.
 pub fn sentence(text: &str, pos: usize) -> (usize, usize) {
     let b = text.as_bytes();
+    let lo_limit = pos.saturating_sub(MAX_SENTENCE_REACH);
+    let hi_limit = (pos + MAX_SENTENCE_REACH).min(b.len());
+    sentence_within(b, pos, lo_limit, hi_limit)
+}
+
+/// [`sentence`], looking back no further than `lo_limit` and ahead no further than `hi_limit`.
+fn sentence_within(b: &[u8], pos: usize, lo_limit: usize, hi_limit: usize) -> (usize, usize) {
     let is_end = |i: usize| -> bool {
         match b[i] {
             b'!' | b'?' | b';' | b'\n' => true,
@@ -850,12 +1097,10 @@ pub fn sentence(text: &str, pos: usize) -> (usize, usize) {
             _ => false,
         }
     };
-    let lo_limit = pos.saturating_sub(MAX_SENTENCE_REACH);
     let mut start = pos.min(b.len());
     while start > lo_limit && !is_end(start - 1) {
         start -= 1;
     }
-    let hi_limit = (pos + MAX_SENTENCE_REACH).min(b.len());
     let mut end = pos;
     while end < hi_limit && !is_end(end) {
         end += 1;
@@ -874,6 +1119,54 @@ mod tests {
         assert_eq!(&t[sentence(t, p).0..sentence(t, p).1], " the pin is locked");
         let t = "see aka.ms/x now";
         assert_eq!(sentence(t, 5), (0, t.len()));
+    }
+
+    #[test]
+    fn rule_names_match_their_display() {
+        for r in [
+            Rule::Keyword("pin locked"),
+            Rule::Hint("@x"),
+            Rule::Context("@passkey"),
+            Rule::Together(0, 0, "a"),
+            Rule::Together(12, 345, "@sync"),
+            Rule::Together(u32::MAX, usize::MAX, ""),
+            Rule::Pattern(7),
+        ] {
+            assert_eq!(r.name(), r.to_string());
+        }
+    }
+
+    #[test]
+    fn dfa_walk_reports_what_the_library_search_reports() {
+        let classifier = Classifier::new(Catalog::builtin()).unwrap();
+        let texts = classifier.phrases();
+        let dfa = Scanner::build(texts).unwrap();
+        assert!(matches!(dfa, Scanner::Dfa(_)));
+        let library = Scanner::build_library(texts).unwrap();
+        let all = |s: &Scanner, hay: &str| {
+            let mut out = Vec::new();
+            s.for_each_match(hay.as_bytes(), |a, b, p| out.push((a, b, p)));
+            out
+        };
+        let corpus = concat!(
+            include_str!("../../tests/data/tickets.jsonl"),
+            include_str!("../../tests/data/holdout.jsonl")
+        );
+        let mut matches = 0;
+        for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
+            let t = crate::ticket::Ticket::from_json(line).unwrap();
+            for field in [&t.subject, &t.body] {
+                let norm = classifier.normalize(field, true);
+                let found = all(&dfa, &norm.text);
+                assert_eq!(found, all(&library, &norm.text), "{}", t.id);
+                matches += found.len();
+            }
+        }
+        assert!(
+            matches > 1000,
+            "the corpus should hit the catalogue often: {matches}"
+        );
+        assert!(all(&dfa, "").is_empty());
     }
 
     #[test]

@@ -88,6 +88,9 @@ enum Kind {
 #[derive(Debug, Clone)]
 pub struct Negation {
     cues: Vec<Box<str>>,
+    /// The cues of at most eight bytes (and no NUL), each packed into a `u64`, sorted: a word
+    /// is looked up with integer comparisons.
+    short: Vec<u64>,
     /// Bytes that start some cue: most words are rejected on their first byte.
     first: [bool; 256],
 }
@@ -111,14 +114,21 @@ impl Negation {
                 first[b as usize] = true;
             }
         }
-        Negation { cues, first }
+        let mut short: Vec<u64> = cues.iter().filter_map(|c| pack(c.as_bytes())).collect();
+        short.sort_unstable();
+        Negation { cues, short, first }
     }
 
+    /// `w` is a word of normalised text: no NUL byte.
     fn is_cue(&self, w: &str) -> bool {
-        w.as_bytes()
-            .first()
-            .is_some_and(|&b| self.first[b as usize])
-            && self.cues.binary_search_by(|c| (**c).cmp(w)).is_ok()
+        let b = w.as_bytes();
+        if !b.first().is_some_and(|&b| self.first[b as usize]) {
+            return false;
+        }
+        match pack(b) {
+            Some(p) => self.short.binary_search(&p).is_ok(),
+            None => self.cues.binary_search_by(|c| (**c).cmp(w)).is_ok(),
+        }
     }
 
     /// What a word does to the window: ends the clause, does not count, or counts.
@@ -137,8 +147,13 @@ impl Negation {
     /// Returns every cue found within the window (nearest first), so the caller can discard
     /// cues that are part of the symptom's own evidence.
     pub fn cues_before(&self, text: &str, start: usize) -> Vec<usize> {
+        self.cues_before_inline(text, start).as_slice().to_vec()
+    }
+
+    /// [`Negation::cues_before`] without allocating: there are at most [`WINDOW`] cues.
+    pub fn cues_before_inline(&self, text: &str, start: usize) -> Cues {
         let bytes = text.as_bytes();
-        let mut found = Vec::new();
+        let mut found = Cues::default();
         let mut pos = start;
         let mut next_word: Option<&str> = None;
         let mut words = 0;
@@ -177,6 +192,34 @@ impl Negation {
             next_word = Some(w);
         }
         found
+    }
+}
+
+/// Up to eight bytes without NUL, packed into one integer (different strings, different
+/// integers); `None` for anything else.
+fn pack(w: &[u8]) -> Option<u64> {
+    if w.len() > 8 || w.contains(&0) {
+        return None;
+    }
+    Some(w.iter().rev().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
+}
+
+/// The cues before one hit, nearest first: at most one per word of the window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cues {
+    at: [usize; WINDOW],
+    len: u8,
+}
+
+impl Cues {
+    fn push(&mut self, pos: usize) {
+        self.at[self.len as usize] = pos;
+        self.len += 1;
+    }
+
+    /// The cue offsets.
+    pub fn as_slice(&self) -> &[usize] {
+        &self.at[..self.len as usize]
     }
 }
 
@@ -230,6 +273,35 @@ mod tests {
         assert!(!negated("not sure locked", "locked"));
         assert!(!negated("no idea, locked", "locked"));
         assert!(!negated("not only locked", "locked"));
+    }
+
+    #[test]
+    fn packed_cue_lookup_matches_the_list() {
+        let n = Negation::new(["nope", "never ever", "ab\0", "a"]);
+        let words = [
+            "not",
+            "no",
+            "nope",
+            "never",
+            "never ever",
+            "shouldn't",
+            "couldn't",
+            "nicht",
+            "nothin",
+            "nothing",
+            "nothings",
+            "a",
+            "ab",
+            "n",
+            "sans",
+            "sin",
+            "tampoco",
+            "x",
+            "n't",
+        ];
+        for w in words {
+            assert_eq!(n.is_cue(w), n.cues.iter().any(|c| &**c == w), "{w:?}");
+        }
     }
 
     #[test]

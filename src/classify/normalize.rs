@@ -509,12 +509,10 @@ impl<'a> Builder<'a> {
             return;
         };
         let word = &self.out.text.as_bytes()[start..];
-        let replacement: Option<String> = if let Some(c) = canonical_contraction(word) {
-            Some(c.to_string())
+        let replacement: Option<&'a str> = if let Some(c) = canonical_contraction(word) {
+            Some(c)
         } else if self.word_plain {
-            self.lexicon
-                .and_then(|lex| lex.correct(word))
-                .map(|w| w.to_string())
+            self.lexicon.and_then(|lex| lex.correct(word))
         } else {
             None
         };
@@ -524,7 +522,7 @@ impl<'a> Builder<'a> {
             let (_, src_end) = self.out.source_span(end_norm - 1, end_norm);
             self.truncate_to(start);
             self.map_unit(src_start, src_end as u32 - src_start);
-            self.out.text.push_str(&rep);
+            self.out.text.push_str(rep);
         }
     }
 
@@ -697,13 +695,22 @@ fn html_tag(bytes: &[u8], i: usize, b: &mut Builder) -> Option<usize> {
         return None;
     }
     let end = memchr::memchr(b'>', rest)?;
-    let name: Vec<u8> = rest[name_start..name_start + name_len]
-        .iter()
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    // Every tag name handled below is short: a longer one is an inline tag, whatever it is.
+    let mut name_buf = [0u8; 16];
+    let name: &[u8] = if name_len <= name_buf.len() {
+        for (d, c) in name_buf
+            .iter_mut()
+            .zip(&rest[name_start..name_start + name_len])
+        {
+            *d = c.to_ascii_lowercase();
+        }
+        &name_buf[..name_len]
+    } else {
+        b"-"
+    };
     let mut next = i + 1 + end + 1;
     if !closing && (name == b"script" || name == b"style" || name == b"head") {
-        let close = format!("</{}", String::from_utf8_lossy(&name));
+        let close = format!("</{}", String::from_utf8_lossy(name));
         let hay = &bytes[next..];
         let found = hay
             .windows(close.len())
@@ -727,7 +734,7 @@ fn html_tag(bytes: &[u8], i: usize, b: &mut Builder) -> Option<usize> {
             b.quote_depth += 1;
         }
     }
-    if is_block_tag(&name) {
+    if is_block_tag(name) {
         // Two breaks for paragraphs and blocks, one for <br>.
         b.space(i as u32, true);
         if name != b"br" {

@@ -44,11 +44,23 @@ fn is_forward_marker(line: &str) -> bool {
     if l.len() > 80 {
         return false;
     }
-    l.contains("forwarded message")
+    // Runs on every line: searchers built once, not per call as `str::contains` does.
+    static MARKERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 4]> =
+        std::sync::LazyLock::new(|| {
+            [
+                "forwarded message",
+                "weitergeleitete nachricht",
+                "message transfere",
+                "mensaje reenviado",
+            ]
+            .map(memchr::memmem::Finder::new)
+        });
+    let b = l.as_bytes();
+    MARKERS[0].find(b).is_some()
         || l.starts_with("begin forwarded message")
-        || l.contains("weitergeleitete nachricht")
-        || l.contains("message transfere")
-        || l.contains("mensaje reenviado")
+        || MARKERS[1].find(b).is_some()
+        || MARKERS[2].find(b).is_some()
+        || MARKERS[3].find(b).is_some()
         || l == "forwarded"
 }
 
