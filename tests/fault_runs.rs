@@ -22,7 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use support::faults::*;
 use support::ticketing::Fault;
-use support::{bootstrap, serial, Worker};
+use support::{bootstrap, logged_partitions, serial, Worker};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -291,17 +291,10 @@ async fn second_worker_joins_and_leaves_repeatedly() {
     // a kept some partitions all along: it never held none after its first assignment.
     let mut held = std::collections::BTreeSet::new();
     for line in log.lines() {
-        let parse = |l: &str| -> Vec<i32> {
-            l.split("partitions=[")
-                .nth(1)
-                .and_then(|s| s.split(']').next())
-                .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-                .unwrap_or_default()
-        };
         if line.contains("partitions assigned") {
-            held.extend(parse(line));
+            held.extend(logged_partitions(line));
         } else if line.contains("partitions revoked") {
-            for p in parse(line) {
+            for p in logged_partitions(line) {
                 held.remove(&p);
             }
             assert!(

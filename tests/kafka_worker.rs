@@ -39,21 +39,6 @@ fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// The end offset of every partition of `topic`.
-fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .unwrap()
-                .1
-        })
-        .collect()
-}
-
 fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).unwrap()
 }
@@ -327,17 +312,10 @@ async fn sigterm_mid_stream_drains_commits_and_restart_decides_nothing_twice() {
 fn holding(w: &Worker) -> BTreeSet<i32> {
     let mut held = BTreeSet::new();
     for line in w.log_text().lines() {
-        let parse = |l: &str| -> Vec<i32> {
-            l.split("partitions=[")
-                .nth(1)
-                .and_then(|s| s.split(']').next())
-                .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-                .unwrap_or_default()
-        };
         if line.contains("partitions assigned") {
-            held.extend(parse(line));
+            held.extend(logged_partitions(line));
         } else if line.contains("partitions revoked") {
-            for p in parse(line) {
+            for p in logged_partitions(line) {
                 held.remove(&p);
             }
         }

@@ -105,20 +105,6 @@ fn load(topic: &str, n: usize) {
     assert_eq!(on_topic, n as i64, "records on {topic} after loading");
 }
 
-fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .unwrap()
-                .1
-        })
-        .collect()
-}
-
 /// Delete the run's topics: a long soak leaves a million records on the broker's disk.
 async fn delete_topics(topics: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

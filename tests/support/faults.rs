@@ -25,7 +25,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::ticketing::{Server, Vendor, MARKER};
-use super::{unique, Got, Worker};
+use super::{delivered, send_waiting, unique, Got, Worker};
 
 /// Whether the full-size runs were asked for (`TRIAGE_LONG=1`, `scripts/test --long`).
 pub fn long() -> bool {
@@ -250,36 +250,12 @@ pub async fn produce_range(p: &FutureProducer, topic: &str, from: usize, n: usiz
     let mut pending = Vec::with_capacity(n);
     for i in from..from + n {
         let (k, v) = record(i);
-        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+        let r = FutureRecord::to(topic)
             .key(k.as_slice())
             .payload(v.as_slice());
-        loop {
-            match p.send_result(r) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((e, back)) => {
-                    assert!(
-                        matches!(
-                            e,
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull
-                            )
-                        ),
-                        "produce: {e}"
-                    );
-                    r = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
+        pending.push(send_waiting(p, r).await);
     }
-    for f in pending {
-        f.await
-            .expect("delivery future")
-            .unwrap_or_else(|(e, _)| panic!("delivery: {e}"));
-    }
+    delivered(pending).await;
 }
 
 /// Produce `n` records in chunks of `chunk`, `pause` apart, in a task of its own: the tickets

@@ -1,6 +1,7 @@
 //! Helpers for the `triage ingest` tests: the server as a child process, and requests signed
 //! the way each help desk signs them.
 
+use super::{signal_child, wait_child};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -95,22 +96,12 @@ impl IngestServer {
     }
 
     pub fn signal(&self, sig: i32) {
-        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(r, 0, "kill({sig}) failed");
+        signal_child(&self.child, sig);
     }
 
     /// Wait for the exit, at most `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     /// The value of a metric series (e.g. `triage_ingest_requests_total{outcome="produced",source="jira"}`).

@@ -20,7 +20,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 /// The broker's address; a missing variable fails the test with what to do.
@@ -104,6 +104,50 @@ pub async fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)])
     }
 }
 
+/// The partitions named by a worker's `partitions assigned` / `partitions revoked` log line.
+pub fn logged_partitions(line: &str) -> Vec<i32> {
+    line.split("partitions=[")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The end offset of every partition of `topic`.
+pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// Send signal `sig` to a child process (SIGTERM, SIGKILL, SIGHUP).
+pub fn signal_child(child: &Child, sig: i32) {
+    let r = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(r, 0, "kill({sig}) failed");
+}
+
+/// Wait for a child's exit, at most `timeout`; `None` if it still runs.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A test producer (large messages allowed).
 pub fn producer() -> FutureProducer {
     ClientConfig::new()
@@ -127,29 +171,38 @@ pub async fn produce(topic: &str, records: Vec<Rec>) {
         if let Some(v) = v {
             r = r.payload(v.as_slice());
         }
-        loop {
-            match p.send_result(r) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((e, back)) => {
-                    // Local queue full: wait for some deliveries.
-                    assert!(
-                        matches!(
-                            e,
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::types::RDKafkaErrorCode::QueueFull
-                            )
-                        ),
-                        "produce: {e}"
-                    );
-                    r = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+        pending.push(send_waiting(&p, r).await);
+    }
+    delivered(pending).await;
+}
+
+/// Hand one record to the producer, waiting while its local queue is full.
+pub async fn send_waiting(
+    p: &FutureProducer,
+    mut r: FutureRecord<'_, [u8], [u8]>,
+) -> DeliveryFuture {
+    loop {
+        match p.send_result(r) {
+            Ok(f) => return f,
+            Err((e, back)) => {
+                assert!(
+                    matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ),
+                    "produce: {e}"
+                );
+                r = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     }
+}
+
+/// Wait for every acknowledgement; a record the broker did not take fails the test.
+pub async fn delivered(pending: Vec<DeliveryFuture>) {
     for f in pending {
         f.await
             .expect("delivery future")
@@ -414,22 +467,12 @@ impl Worker {
     }
 
     pub fn signal(&self, sig: i32) {
-        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(r, 0, "kill({sig}) failed");
+        signal_child(&self.child, sig);
     }
 
     /// Wait for the exit, at most `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     pub fn log_text(&self) -> String {

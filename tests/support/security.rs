@@ -4,6 +4,7 @@
 //! kept, and the check that a text holds none of a list of secrets.
 #![allow(dead_code)]
 
+use super::{signal_child, wait_child};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -178,21 +179,11 @@ impl Triage {
 
     /// Wait for the exit, at most `timeout`; `None` if it still runs.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     pub fn signal(&self, sig: i32) {
-        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(r, 0, "kill({sig}) failed");
+        signal_child(&self.child, sig);
     }
 }
 
