@@ -16,8 +16,6 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -25,7 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::ticketing::{Server, Vendor, MARKER};
-use super::{delivered, send_waiting, unique, Got, Worker};
+use super::{create_topic_on, delivered, send_waiting, unique, Got, Worker};
 
 /// Whether the full-size runs were asked for (`TRIAGE_LONG=1`, `scripts/test --long`).
 pub fn long() -> bool {
@@ -189,49 +187,6 @@ pub fn record(i: usize) -> (Vec<u8>, Vec<u8>) {
     }))
     .unwrap();
     (format!("ticket-{id}").into_bytes(), value)
-}
-
-/// Create a topic on `bootstrap` and wait until every partition has a leader.
-pub async fn create_topic_on(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .expect("create_topics");
-    for x in r {
-        x.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
-    }
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = c
-            .fetch_metadata(Some(name), Duration::from_secs(5))
-            .is_ok_and(|md| {
-                md.topics().iter().any(|t| {
-                    t.name() == name
-                        && t.error().is_none()
-                        && t.partitions().len() == partitions as usize
-                        && t.partitions().iter().all(|p| p.leader() >= 0)
-                })
-            });
-        if ok {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topic {name} did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// An idempotent producer (a broker restart must not duplicate the input).
@@ -452,8 +407,8 @@ impl Rig {
             zendesk,
             token,
         };
-        create_topic_on(bootstrap, &r.input, partitions).await;
-        create_topic_on(bootstrap, &r.dead_letters, 1).await;
+        create_topic_on(bootstrap, &r.input, partitions, &[]).await;
+        create_topic_on(bootstrap, &r.dead_letters, 1, &[]).await;
         r
     }
 

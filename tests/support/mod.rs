@@ -57,10 +57,20 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Create a topic (and wait until it is usable).
+/// Create a topic on the test broker (and wait until it is usable).
 pub async fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    create_topic_on(&bootstrap(), name, partitions, configs).await
+}
+
+/// Create a topic on `bootstrap` and wait until every partition has a leader.
+pub async fn create_topic_on(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
     let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -79,20 +89,21 @@ pub async fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)])
     }
     // Metadata may lag behind the creation for a moment.
     let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let md = c
+        let ok = c
             .fetch_metadata(Some(name), Duration::from_secs(5))
-            .unwrap();
-        let ok = md.topics().iter().any(|t| {
-            t.name() == name
-                && t.error().is_none()
-                && t.partitions().len() == partitions as usize
-                && t.partitions().iter().all(|p| p.leader() >= 0)
-        });
+            .is_ok_and(|md| {
+                md.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && t.partitions().len() == partitions as usize
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            });
         if ok {
             return;
         }
