@@ -2,11 +2,14 @@
 //! pass their unit tests with the real `promtool` (Debian's `prometheus` package, which
 //! `scripts/test` installs when it is missing).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::tool;
 use triage::config::Settings;
 use triage::metrics::FAMILIES;
 
@@ -16,22 +19,6 @@ fn root() -> &'static Path {
 
 fn deploy(rel: &str) -> PathBuf {
     root().join("deploy").join(rel)
-}
-
-/// A program on PATH, or a failure saying how to get it.
-fn tool(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|f| f.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not installed: run the tests with `scripts/test` (it installs Debian's \
-                 prometheus package), or `apt-get install prometheus`"
-            )
-        })
 }
 
 /// Every document of a YAML file, as JSON values.

@@ -448,9 +448,7 @@ async fn a_sink_outage_longer_than_max_poll_interval_keeps_the_worker_in_the_gro
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(hook))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve_on_loopback(app).await.port();
 
     let s = Setup::new("t6", 3, &[]).await;
     // The breaker is kept closed: this test wants the worker retrying all through the outage

@@ -7,7 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,22 +23,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A program on PATH, or a failure saying how to get it.
-fn tool(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|f| f.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not installed: run the tests with `scripts/test` (it installs Debian's \
-                 prometheus package), or `apt-get install prometheus`"
-            )
-        })
 }
 
 /// A Prometheus server on loopback scraping one target every second, with the project's
@@ -385,9 +369,7 @@ async fn the_logs_of_a_full_run_name_tickets_but_hold_no_ticket_text_and_no_secr
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(hook))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve_on_loopback(app).await.port();
 
     let s = Setup::new("ops2", 3, &[]).await;
     let cfg = s.config(

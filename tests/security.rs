@@ -88,9 +88,7 @@ async fn run_over_sasl_ssl_decides_tickets_and_shows_no_secret_and_no_ticket_tex
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(hook))
         .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hook_port = serve_on_loopback(app).await.port();
 
     let s = Setup::new("secure-run", 2, &[]).await;
     let text = format!(

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use support::serve_on_loopback;
 use support::ticketing::{strip_html, zendesk_stamp, Fault, Server, Tk, Vendor};
 use triage::catalog::Catalog;
 use triage::classify::Classifier;
@@ -844,9 +845,7 @@ async fn webhook_posts_the_decision_signed_with_hmac_sha256() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve_on_loopback(app).await.port();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
     std::fs::write(&key, "hook-key\n").unwrap();

@@ -139,6 +139,30 @@ pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
+/// A program on PATH (promtool, prometheus), or a failure saying how to get it.
+pub fn tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: run the tests with `scripts/test` (it installs Debian's \
+                 prometheus package), or `apt-get install prometheus`"
+            )
+        })
+}
+
+/// Serve `app` on a free loopback port, in a task of its own; its address.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 /// Send signal `sig` to a child process (SIGTERM, SIGKILL, SIGHUP).
 pub fn signal_child(child: &Child, sig: i32) {
     let r = unsafe { libc::kill(child.id() as i32, sig) };

@@ -173,9 +173,7 @@ impl Server {
             keep_log: AtomicBool::new(true),
         });
         let app = axum::Router::new().fallback(handle).with_state(st.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve_on_loopback(app).await;
         Server { addr, st }
     }
 
