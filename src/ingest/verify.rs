@@ -2,7 +2,8 @@
 //!
 //! - Zendesk: `X-Zendesk-Webhook-Signature` is base64(HMAC-SHA256(secret, timestamp + body))
 //!   where timestamp is the `X-Zendesk-Webhook-Signature-Timestamp` header as sent
-//!   (RFC 3339, e.g. `2021-03-25T05:09:27Z`); timestamps outside the tolerance are refused.
+//!   (RFC 3339, e.g. `2021-03-25T05:09:27Z`, or Unix seconds or milliseconds as some
+//!   integrations send it); timestamps outside the tolerance are refused.
 //! - Jira (WebSub): `X-Hub-Signature: sha256=` + hex(HMAC-SHA256(secret, body)).
 //! - Generic: a configured header holding `sha256=<hex>` (or bare hex) of
 //!   HMAC-SHA256(secret, `<timestamp>.<body>`), the timestamp being Unix seconds in a second
@@ -176,7 +177,7 @@ impl Verifier {
                 let sig =
                     header(h, ZENDESK_SIGNATURE).ok_or(Refusal::Missing(ZENDESK_SIGNATURE))?;
                 let ts = header(h, ZENDESK_TIMESTAMP).ok_or(Refusal::Missing(ZENDESK_TIMESTAMP))?;
-                let at = parse_rfc3339(ts)
+                let at = parse_signature_time(ts)
                     .ok_or_else(|| Refusal::BadTimestamp(ZENDESK_TIMESTAMP.into()))?;
                 self.fresh(at, now)?;
                 let expected = base64::engine::general_purpose::STANDARD
@@ -344,6 +345,22 @@ pub fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// Seconds since the Unix epoch of a signature timestamp as integrations send it: an RFC 3339
+/// date-time, or Unix time in seconds (up to 11 digits) or milliseconds (13 digits); `None` if
+/// it is none of these.
+pub fn parse_signature_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = s.parse().ok()?;
+        return match s.len() {
+            1..=11 => Some(n),
+            13 => Some(n / 1000),
+            _ => None,
+        };
+    }
+    parse_rfc3339(s)
+}
+
 /// Seconds since the Unix epoch of an RFC 3339 date-time (`2021-03-25T05:09:27Z`,
 /// `2021-03-25T07:09:27.123+02:00`); `None` if it is not one.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -506,6 +523,43 @@ mod tests {
             (ZENDESK_TIMESTAMP, "yesterday"),
         ]);
         assert!(v.headers(&bad_ts, now).err().unwrap().is_stale());
+    }
+
+    #[test]
+    fn zendesk_timestamp_as_unix_seconds_or_milliseconds() {
+        let v = Verifier::new(
+            &IngestAuth::ZendeskSignature {
+                secret: secret("dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="),
+            },
+            TOLERANCE,
+        )
+        .unwrap();
+        let now = at("2021-03-25T05:09:27Z");
+        let unix = parse_rfc3339("2021-03-25T05:09:27Z").unwrap();
+        assert_eq!(parse_signature_time(&unix.to_string()), Some(unix));
+        assert_eq!(
+            parse_signature_time(&format!("{}123", unix)),
+            Some(unix),
+            "milliseconds"
+        );
+        assert_eq!(parse_signature_time(" 2021-03-25T05:09:27Z"), Some(unix));
+        assert_eq!(parse_signature_time("123456789012"), None, "12 digits");
+        assert_eq!(parse_signature_time("-5"), None);
+        // A Unix-seconds header is read as a time (fresh or stale), signed as sent.
+        let sig = |ts: &str| {
+            let mac = hmac_sha256(
+                b"dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==",
+                &[ts.as_bytes(), b"{}"],
+            );
+            base64::engine::general_purpose::STANDARD.encode(mac)
+        };
+        let ts = unix.to_string();
+        let h = headers(&[(ZENDESK_SIGNATURE, &sig(&ts)), (ZENDESK_TIMESTAMP, &ts)]);
+        let pending = v.headers(&h, now).unwrap();
+        assert!(pending.body(b"{}").unwrap().is_some());
+        let old = (unix - 3600).to_string();
+        let h = headers(&[(ZENDESK_SIGNATURE, &sig(&old)), (ZENDESK_TIMESTAMP, &old)]);
+        assert!(matches!(v.headers(&h, now), Err(Refusal::Stale { .. })));
     }
 
     #[test]
