@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+#[cfg(feature = "test-prometheus")]
 use support::tool;
 use triage::config::Settings;
 use triage::metrics::FAMILIES;
@@ -105,6 +106,7 @@ fn rules() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     (alerts, records)
 }
 
+#[cfg(feature = "test-prometheus")]
 #[test]
 fn alert_rules_pass_promtool_and_every_rule_has_tests() {
     let promtool = tool("promtool");

@@ -12,6 +12,8 @@
 //! `scripts/test --long` runs the full ones: a 30 s broker stop, 5 minutes of 503s, 100,000
 //! tickets with a SIGKILL every few seconds, and many join/leave cycles. Assertions are about
 //! correctness only; the timeouts on waits are generous.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

@@ -110,6 +110,7 @@ fn a_file_without_an_ingest_section_is_refused() {
     );
 }
 
+#[cfg(feature = "test-broker")]
 #[test]
 fn a_missing_topic_stops_start_up_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();

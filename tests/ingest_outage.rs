@@ -6,6 +6,8 @@
 //! state directory of its own), so the shared broker of `scripts/test` is left alone. The
 //! variable KAFKA_BOOTSTRAP_SERVERS must still be set, as for every Kafka test: it says the
 //! broker's jars are in place (`scripts/test` fetched them).
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

@@ -4,6 +4,8 @@
 //! by producing one valid request and checking the topic holds exactly the accepted ones, so
 //! "nothing else was produced" is checked against a topic that demonstrably fills.
 //! Also: graceful shutdown finishes a request in flight.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

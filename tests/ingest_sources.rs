@@ -1,6 +1,8 @@
 //! `triage ingest` against the real Kafka broker started by `scripts/test`: a signed request
 //! from each help desk lands on the input topic keyed by ticket id, in the shape `triage run`
 //! reads, and `triage run` decides it: the whole path from webhook to decision.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

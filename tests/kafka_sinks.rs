@@ -2,6 +2,8 @@
 //! `triage run` binary, and a local server holding Zendesk's contract that answers with 429s
 //! and 503s along the way. Every ticket with a symptom gets exactly one internal note and the
 //! right tags, even though every ticket event arrives twice.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

@@ -3,6 +3,8 @@
 //! unclean stops, group membership, and a sink outage longer than max.poll.interval.ms.
 //!
 //! Each test creates its own topics and runs the real `triage` binary as a child process.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

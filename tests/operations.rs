@@ -3,6 +3,10 @@
 //! counts of the tickets sent; the dashboard's and the rules' queries run on that data; the
 //! output passes `promtool check metrics`; and the logs of a full run hold ticket ids but no
 //! ticket text and no secret.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature
+// test-broker); the Prometheus test also needs Debian's prometheus (test-prometheus).
+#![cfg(feature = "test-broker")]
+#![cfg_attr(not(feature = "test-prometheus"), allow(dead_code, unused_imports))]
 
 mod support;
 
@@ -166,6 +170,7 @@ fn rule_exprs() -> Vec<String> {
         .collect()
 }
 
+#[cfg(feature = "test-prometheus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scraping_the_worker_sees_the_symptoms_of_the_tickets_sent() {
     let _serial = serial().await;

@@ -3,6 +3,8 @@
 //! decided on their beginning with the decision marked `truncated` (`"scan-prefix"`), and
 //! dead-lettered in both modes above the hard record limit. `triage ingest` accepts what the
 //! worker decodes in either mode.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 

@@ -10,6 +10,8 @@
 //! join, p50/p99 of the worker's decide latency (`triage_ticket_duration_seconds`: record
 //! taken off the input -> the decisions topic acknowledged it, interpolated within histogram
 //! buckets like PromQL's `histogram_quantile`), and peak RSS. Speed is never asserted here.
+// A tier of its own: needs the Kafka broker that scripts/test starts (cargo feature test-broker).
+#![cfg(feature = "test-broker")]
 
 mod support;
 
