@@ -64,6 +64,10 @@ pub struct Catalog {
     pub keep_words: Vec<String>,
     /// Phrases saying something works now or is fine: evidence near them does not count.
     pub resolved: Vec<Phrase>,
+    /// Phrases naming a neighbouring domain (smart cards, GPG, one-time codes): evidence in
+    /// their stretch of sentence does not count, and one in the subject makes the whole ticket
+    /// that other domain's.
+    pub near_domain: Vec<Phrase>,
     /// A finding scoring below this fraction of the ticket's strongest finding is dropped.
     pub relative_threshold: f32,
 }
@@ -248,6 +252,8 @@ struct RawSettings {
     relative_threshold: Option<f32>,
     #[serde(default)]
     resolved: Vec<String>,
+    #[serde(default)]
+    near_domain: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +469,7 @@ impl Catalog {
             sources: files.iter().map(|(p, _)| p.clone()).collect(),
             ignore: parts.iter().flat_map(|p| p.ignore.clone()).collect(),
             resolved: parts.iter().flat_map(|p| p.resolved.clone()).collect(),
+            near_domain: parts.iter().flat_map(|p| p.near_domain.clone()).collect(),
             negations: parts.iter().flat_map(|p| p.negations.clone()).collect(),
             keep_words: parts.iter().flat_map(|p| p.keep_words.clone()).collect(),
             relative_threshold: parts
@@ -498,6 +505,7 @@ pub fn catalogue_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
 
 struct FilePart {
     resolved: Vec<Phrase>,
+    near_domain: Vec<Phrase>,
     relative_threshold: f32,
     name: String,
     version: String,
@@ -591,6 +599,7 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
     };
     let ignore = phrases("ignore", &raw.settings.ignore, problems);
     let resolved = phrases("resolved", &raw.settings.resolved, problems);
+    let near_domain = phrases("near_domain", &raw.settings.near_domain, problems);
     let default_reply = match &raw.settings.reply {
         Some(r) => match Template::parse(r) {
             Ok(t) => t,
@@ -642,6 +651,7 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
     }
     Some(FilePart {
         resolved,
+        near_domain,
         relative_threshold,
         name: raw.catalogue.name,
         version: raw.catalogue.version,

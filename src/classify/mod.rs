@@ -132,6 +132,9 @@ enum Use {
     },
     /// A catalogue-wide "this part works now" phrase: excludes like `Exclude`, for every symptom.
     Resolved,
+    /// A neighbouring domain named (smart card, GPG): excludes like `Resolved`; in the subject,
+    /// the whole ticket.
+    NearDomain,
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +287,9 @@ impl Classifier {
         for p in &catalog.resolved {
             add(p, Use::Resolved, "resolved");
         }
+        for p in &catalog.near_domain {
+            add(p, Use::NearDomain, "near-domain");
+        }
         for (si, s) in catalog.symptoms.iter().enumerate() {
             let s32 = si as u32;
             let each = |ts: &[Term], u: Use, add: &mut dyn FnMut(&Phrase, Use, &str)| {
@@ -403,6 +409,11 @@ impl Classifier {
             // 2. Zones: quoted replies, signatures, disclaimers.
             if fi == 1 && norm.lines.len() > 1 {
                 *ign = zones::ignored_ranges(norm, zones::signature_line(text, norm), forwarded);
+                // Issue-form fields, code blocks, logs: context, never evidence.
+                let structure = zones::structure_ranges(text, norm);
+                if !structure.is_empty() {
+                    *ign = zones::merge(ign, &structure);
+                }
             }
             // 3. One scan of the automaton.
             let hay = norm.text.as_bytes();
@@ -489,6 +500,7 @@ impl Classifier {
         // Every use of every hit, grouped by symptom.
         let mut uses: Vec<Own> = Vec::with_capacity(hits.len() * 2);
         let mut resolved: Vec<Hit> = Vec::new();
+        let mut elsewhere = false;
         for h in hits.iter() {
             let info = &inner.pats[h.pat as usize];
             for (u, o) in info.uses.iter().zip(&info.origins) {
@@ -496,6 +508,14 @@ impl Classifier {
                     Use::Ignore => continue,
                     Use::Resolved => {
                         if !h.quoted {
+                            resolved.push(*h);
+                        }
+                        continue;
+                    }
+                    Use::NearDomain => {
+                        if h.field == 0 {
+                            elsewhere = true;
+                        } else if !h.quoted {
                             resolved.push(*h);
                         }
                         continue;
@@ -520,10 +540,14 @@ impl Classifier {
         // Group by symptom, keeping each symptom's uses in hit order (a stable counting sort).
         let uses = group_by_symptom(&uses, cat.symptoms.len());
         // A resolved phrase excludes through its stretch of sentence for every symptom alike.
-        let resolved: Vec<(u8, usize, usize)> = resolved
+        let mut resolved: Vec<(u8, usize, usize)> = resolved
             .iter()
             .map(|h| exclusion_reach(fields, h))
             .collect();
+        // A subject naming a neighbouring domain makes the whole ticket that domain's.
+        if elsewhere {
+            resolved.extend((0..2u8).map(|f| (f, 0, fields[f as usize].norm.text.len())));
+        }
         let mut findings = Vec::new();
         let mut bufs = ScoreBufs::default();
         let mut rest: &[Own] = &uses;

@@ -304,6 +304,265 @@ pub fn ignored_ranges(
     out
 }
 
+/// Issue-form fields whose value is a fact about the set-up (`Browser / Version: Firefox 68`),
+/// normalised (lower case, words only): the whole line is the form's, not the writer's words.
+const VALUE_LABELS: &[&str] = &[
+    "affected browsers",
+    "app version",
+    "application version",
+    "browser",
+    "browser version",
+    "browsers",
+    "build",
+    "build version",
+    "client version",
+    "desktop",
+    "device",
+    "device model",
+    "extension version",
+    "firmware",
+    "firmware version",
+    "installation method",
+    "javascript",
+    "kernel",
+    "model",
+    "os",
+    "os version",
+    "operating system",
+    "platform",
+    "problem type",
+    "reproduces how often",
+    "revision",
+    "server version",
+    "smartphone",
+    "system information",
+    "system info",
+    "tested another browser",
+    "url",
+    "user agent",
+    "version",
+    "version channel information",
+    "versions",
+];
+
+/// Section headings of issue forms: the heading line alone is the form's words; what follows
+/// it is the writer's (except under an expected-behaviour heading).
+const SECTION_LABELS: &[&str] = &[
+    "actual behavior",
+    "actual behaviour",
+    "actual result",
+    "actual results",
+    "additional context",
+    "additional information",
+    "additional info",
+    "bug description",
+    "checklist",
+    "current behavior",
+    "current behaviour",
+    "describe the bug",
+    "description",
+    "environment",
+    "how to reproduce",
+    "log output",
+    "logs",
+    "prerequisites",
+    "relevant log output",
+    "reproduction steps",
+    "screenshot",
+    "screenshots",
+    "steps to reproduce",
+    "to reproduce",
+    "what happened",
+];
+
+/// Section headings that say what should happen: their lines are not the problem either.
+const EXPECTED_LABELS: &[&str] = &[
+    "expected behavior",
+    "expected behaviour",
+    "expected result",
+    "expected results",
+    "what did you expect to happen",
+    "what is the expected behavior",
+    "what should happen",
+];
+
+/// `line` as a form label would read: lower-case words, a bracketed aside dropped.
+fn label_words(line: &str) -> String {
+    let line = line.split('(').next().unwrap_or(line);
+    let mut out = String::with_capacity(line.len());
+    for w in line
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(w.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+/// What an issue-form line is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FormLine {
+    /// A set-up fact (`OS: Windows 11`): the whole line.
+    Value,
+    /// A section heading standing alone (`### Steps to reproduce`).
+    Heading,
+    /// An expected-behaviour heading, alone or with its text on the line.
+    Expected,
+}
+
+/// Whether a field's text reads as a set-up fact (`Firefox 68.0`, `Windows 11 laptop`) rather
+/// than a sentence (`the key doesn't light up`): a few words, or a version number in a short line.
+fn looks_like_a_value(v: &str) -> bool {
+    let words = v.split_whitespace().count();
+    words <= 3 || (words <= 8 && v.bytes().any(|b| b.is_ascii_digit()))
+}
+
+/// Whether a raw line is an issue-form field or heading, and which kind.
+fn form_line(line: &str) -> Option<FormLine> {
+    let t = line.trim().trim_start_matches(['#', '-', '*', '>', ' ']);
+    let (head, rest) = match t.find(':') {
+        Some(i) if i <= 60 => (&t[..i], t[i + 1..].trim_matches(['*', ' ', '_'])),
+        Some(_) => return None,
+        None if t.len() <= 60 => (t, ""),
+        None => return None,
+    };
+    let words = label_words(head);
+    if words.is_empty() {
+        return None;
+    }
+    let is = |list: &[&str]| list.contains(&words.as_str());
+    if is(EXPECTED_LABELS) {
+        Some(FormLine::Expected)
+    } else if is(VALUE_LABELS) && looks_like_a_value(rest) {
+        Some(FormLine::Value)
+    } else if is(SECTION_LABELS) && rest.is_empty() {
+        Some(FormLine::Heading)
+    } else {
+        None
+    }
+}
+
+/// A log or stack-trace line: starts with a date and a time, or is a frame
+/// (`at pkg.Class.method(File.java:12)`).
+fn is_log_line(line: &str) -> bool {
+    let t = line.trim_start().trim_start_matches('[').as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| t.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    // A date and a time (`2023-05-13T20:17:16`, `2023-05-13 20:17`): a log, not a chat turn.
+    let stamped = digits(0..4)
+        && t.get(4) == Some(&b'-')
+        && digits(5..7)
+        && t.get(7) == Some(&b'-')
+        && digits(8..10)
+        && matches!(t.get(10), Some(b'T' | b' '))
+        && digits(11..13)
+        && t.get(13) == Some(&b':');
+    // A time-stamped line is a log's only with a level or key=value fields: a help-desk note
+    // may also start with the time of a call.
+    let machine = || {
+        line.contains('=')
+            || line.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
+                matches!(
+                    w,
+                    "INFO"
+                        | "INF"
+                        | "WARN"
+                        | "WARNING"
+                        | "WRN"
+                        | "ERROR"
+                        | "ERR"
+                        | "DEBUG"
+                        | "DBG"
+                        | "TRACE"
+                        | "FATAL"
+                )
+            })
+    };
+    let frame = t.starts_with(b"at ") && line.contains('(') && line.trim_end().ends_with(')');
+    (stamped && machine()) || frame
+}
+
+/// The lines of an issue form, code block, log or table in a plain-text body: field names,
+/// fenced blocks, log lines, table rows and the "expected behaviour" section. They are the
+/// template's words or a machine's, not the writer's account of the problem: like quoted text,
+/// they may give context (the browser, the product) but are never evidence. Returns sorted,
+/// disjoint ranges of normalised text, whole lines.
+pub fn structure_ranges(source: &str, n: &Normalized) -> Vec<Range> {
+    let mut out: Vec<Range> = Vec::new();
+    if n.text.is_empty() || n.lines.len() < 2 {
+        return out;
+    }
+    // Which raw lines are structure, in order (a fence or a section spans lines).
+    let mut raw_starts: Vec<usize> = Vec::new();
+    let mut flags: Vec<bool> = Vec::new();
+    let mut fence = false;
+    let mut expected_left = 0u32;
+    let mut pos = 0;
+    for raw in source.split('\n') {
+        raw_starts.push(pos);
+        pos += raw.len() + 1;
+        let t = raw.trim();
+        let structure = if t.starts_with("```") || t.starts_with("~~~") {
+            fence = !fence;
+            true
+        } else if fence {
+            true
+        } else if let Some(kind) = form_line(t) {
+            expected_left = if kind == FormLine::Expected { 15 } else { 0 };
+            true
+        } else if (t.starts_with('|') && t.matches('|').count() >= 2) || is_log_line(t) {
+            true
+        } else if t.starts_with('#') {
+            // Another heading ends an expected-behaviour section.
+            expected_left = 0;
+            false
+        } else if expected_left > 0 && !t.is_empty() {
+            expected_left -= 1;
+            true
+        } else {
+            false
+        };
+        flags.push(structure);
+    }
+    if !flags.iter().any(|&f| f) {
+        return out;
+    }
+    let count = n.lines.len();
+    for i in 0..count {
+        let start = n.lines[i];
+        let end = n.lines.get(i + 1).copied().unwrap_or(n.text.len() as u32);
+        if start >= end {
+            continue;
+        }
+        let (src, _) = n.source_span(start as usize, start as usize + 1);
+        let raw = raw_starts.partition_point(|&s| s <= src).saturating_sub(1);
+        if flags.get(raw).copied().unwrap_or(false) {
+            match out.last_mut() {
+                Some(last) if last.1 >= start => last.1 = last.1.max(end),
+                _ => out.push((start, end)),
+            }
+        }
+    }
+    out
+}
+
+/// Two sorted, disjoint range lists as one.
+pub fn merge(a: &[Range], b: &[Range]) -> Vec<Range> {
+    let mut all: Vec<Range> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut out: Vec<Range> = Vec::with_capacity(all.len());
+    for r in all {
+        match out.last_mut() {
+            Some(last) if last.1 >= r.0 => last.1 = last.1.max(r.1),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// Whether `pos` falls in one of the sorted, disjoint `ranges`.
 pub fn contains(ranges: &[Range], pos: u32) -> bool {
     let i = ranges.partition_point(|r| r.1 <= pos);
@@ -444,5 +703,68 @@ mod tests {
         // "thanks" alone is a sign-off only when little follows; here the message follows.
         assert!(kept(t).contains("passkey fails"));
         let _ = normalize(t, None);
+    }
+}
+
+#[cfg(test)]
+mod structure_tests {
+    use super::super::normalize::normalize_auto;
+    use super::*;
+
+    /// The normalised text that structure leaves as evidence.
+    fn evidence(src: &str) -> String {
+        let n = normalize_auto(src, None);
+        let r = structure_ranges(src, &n);
+        n.text
+            .char_indices()
+            .filter(|&(i, _)| !contains(&r, i as u32))
+            .map(|(_, c)| c)
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn form_fields_code_logs_and_tables_are_not_evidence() {
+        let src = "**Browser / Version**: Firefox 68.0\n### Operating System\nWindows 11\n\n\
+                   ### Describe the bug\nMy key is not detected.\n\n\
+                   ```\nerror: security key not recognized\n```\n\
+                   2023-05-13T20:17:16 INFO auth failed user=[user]\n\
+                   | Browser | Works |\n|---|---|\n\
+                   ### Expected behavior\nThe key should be detected.\n\n\
+                   ### Additional context\nIt worked last week.";
+        assert_eq!(
+            evidence(src),
+            "windows 11 my key is not detected. it worked last week."
+        );
+    }
+
+    #[test]
+    fn the_writers_words_after_a_label_stay_evidence() {
+        // A portal's "Description:" carries the problem itself; a field that reads as a
+        // sentence is the writer's too; a time-stamped call note is not a log.
+        let src = "Category: Hardware\nDescription: the key doesn't light up\n\
+                   Device: my key is not detected at all\n\
+                   2024-03-05 10:02 called user, key still dead";
+        let kept = evidence(src);
+        assert!(kept.contains("the key doesn't light up"), "{kept}");
+        assert!(kept.contains("my key is not detected at all"), "{kept}");
+        assert!(kept.contains("key still dead"), "{kept}");
+    }
+
+    #[test]
+    fn nothing_structured_leaves_everything() {
+        let src = "Hi,\nmy passkey fails.\nThanks";
+        let n = normalize_auto(src, None);
+        assert!(structure_ranges(src, &n).is_empty());
+    }
+
+    #[test]
+    fn merge_joins_overlaps_in_order() {
+        assert_eq!(
+            merge(&[(0, 5), (20, 30)], &[(3, 8), (10, 12), (29, 40)]),
+            vec![(0, 8), (10, 12), (20, 40)]
+        );
     }
 }
