@@ -55,8 +55,10 @@ enum Command {
     /// Measure a catalogue on labelled tickets (JSON Lines with `labels: [symptom ids]`).
     ///
     /// Prints per-symptom precision, recall and F1, micro and macro F1, the false-positive rate
-    /// on tickets labelled [], and the misclassified tickets with their evidence. With
-    /// --min-macro-f1 / --max-fp-rate it is a gate: exit 1 when the catalogue falls short.
+    /// on tickets labelled [], which symptoms were found on tickets labelled with another
+    /// (confusion), the off-topic false positives grouped by the symptom found, and the
+    /// misclassified tickets with their evidence. With --min-macro-f1 / --max-fp-rate it is a
+    /// gate: exit 1 when the catalogue falls short.
     Eval(EvalArgs),
     /// Run the worker: read tickets, classify each, hand the decisions to the sinks.
     ///
@@ -591,6 +593,44 @@ fn print_report(
         "off-topic tickets {}: {} with a symptom, false-positive rate {:.3}",
         r.off_topic, r.off_topic_false_positives, r.false_positive_rate
     )?;
+    if r.confusion.is_empty() {
+        writeln!(
+            out,
+            "\nconfusion: no symptom found on a ticket labelled with another"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\nconfusion (labelled -> found though not labelled; \"instead\": the label was not found):"
+        )?;
+    }
+    for c in &r.confusion {
+        let pair = format!("{} -> {}", c.expected, c.found);
+        let instead = if c.instead > 0 {
+            format!(" ({} instead)", c.instead)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  {pair:<48} {:>3}{instead}: {}",
+            c.count,
+            c.tickets.join(", ")
+        )?;
+    }
+    if !r.off_topic_by_symptom.is_empty() {
+        writeln!(out, "\noff-topic false positives by symptom found:")?;
+    }
+    for g in &r.off_topic_by_symptom {
+        writeln!(
+            out,
+            "  {:<24} {:>3} off-topic ticket{}: {}",
+            g.symptom,
+            g.count,
+            if g.count == 1 { "" } else { "s" },
+            g.tickets.join(", ")
+        )?;
+    }
     let n = show.unwrap_or(usize::MAX).min(r.misclassified.len());
     if n > 0 {
         writeln!(out, "\nmisclassified ({} of {}):", n, r.misclassified.len())?;

@@ -207,6 +207,18 @@ fn eval_reports_scores_and_gates() {
         o.contains("3: expected [sync-failed], found [cross-device-failed]"),
         "{o}"
     );
+    let pair = o
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("sync-failed -> cross-device-failed")
+        })
+        .unwrap_or_else(|| panic!("no confusion pair in:\n{o}"));
+    assert!(pair.ends_with("1 (1 instead): 3"), "{pair}");
+    assert!(
+        o.find("confusion (").unwrap() < o.find("misclassified").unwrap(),
+        "{o}"
+    );
     let gated = triage(
         &[
             "eval",
@@ -229,6 +241,12 @@ fn eval_reports_scores_and_gates() {
     assert_eq!(v["tickets"], 3);
     assert_eq!(v["off_topic"], 1);
     assert_eq!(v["false_positive_rate"], 0.0);
+    assert_eq!(
+        v["confusion"],
+        serde_json::json!([{"expected": "sync-failed", "found": "cross-device-failed",
+                            "count": 1, "instead": 1, "tickets": ["3"]}])
+    );
+    assert_eq!(v["off_topic_by_symptom"], serde_json::json!([]));
 }
 
 #[test]
