@@ -62,6 +62,8 @@ pub struct Catalog {
     pub negations: Vec<String>,
     /// Words that typo correction must leave alone.
     pub keep_words: Vec<String>,
+    /// Help-desk shorthand: a ticket word (`pk`) read as the words it stands for (`passkey`).
+    pub shorthand: Vec<(String, String)>,
     /// Phrases saying something works now or is fine: evidence near them does not count.
     pub resolved: Vec<Phrase>,
     /// Phrases naming a neighbouring domain (smart cards, GPG, one-time codes): evidence in
@@ -254,6 +256,8 @@ struct RawSettings {
     resolved: Vec<String>,
     #[serde(default)]
     near_domain: Vec<String>,
+    #[serde(default)]
+    shorthand: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +476,7 @@ impl Catalog {
             near_domain: parts.iter().flat_map(|p| p.near_domain.clone()).collect(),
             negations: parts.iter().flat_map(|p| p.negations.clone()).collect(),
             keep_words: parts.iter().flat_map(|p| p.keep_words.clone()).collect(),
+            shorthand: parts.iter().flat_map(|p| p.shorthand.clone()).collect(),
             relative_threshold: parts
                 .iter()
                 .map(|p| p.relative_threshold)
@@ -513,6 +518,7 @@ struct FilePart {
     ignore: Vec<Phrase>,
     negations: Vec<String>,
     keep_words: Vec<String>,
+    shorthand: Vec<(String, String)>,
     symptoms: Vec<Symptom>,
 }
 
@@ -600,6 +606,29 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
     let ignore = phrases("ignore", &raw.settings.ignore, problems);
     let resolved = phrases("resolved", &raw.settings.resolved, problems);
     let near_domain = phrases("near_domain", &raw.settings.near_domain, problems);
+    let mut shorthand = Vec::new();
+    for (short, long) in &raw.settings.shorthand {
+        let key = normalize(short, None).text;
+        let value = normalize(long, None).text;
+        let line = src.find_line(&whole, short).unwrap_or(1);
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            problems.push(src.problem(
+                line,
+                format!("[settings.shorthand]: `{short}`: expected one word of letters or digits, as tickets write it"),
+            ));
+        } else if value.is_empty() || value == key {
+            problems.push(src.problem(
+                line,
+                format!("[settings.shorthand]: `{short}`: expected the words it stands for"),
+            ));
+        } else {
+            shorthand.push((key, value));
+        }
+    }
     let default_reply = match &raw.settings.reply {
         Some(r) => match Template::parse(r) {
             Ok(t) => t,
@@ -637,6 +666,37 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
             // Reported across files later; within a file report here too.
         }
     }
+    // A phrase with a shorthand word in it never matches: tickets read that word expanded.
+    if !shorthand.is_empty() {
+        let mut seen = HashSet::new();
+        for sym in &symptoms {
+            let groups = sym.together.iter().flat_map(|t| t.groups.iter().flatten());
+            let terms = sym
+                .requires
+                .iter()
+                .chain(&sym.keywords)
+                .chain(&sym.hints)
+                .chain(&sym.exclude)
+                .chain(&sym.unless)
+                .chain(groups);
+            for t in terms {
+                let text = &t.phrase.text;
+                let Some((short, long)) = shorthand
+                    .iter()
+                    .find(|(k, _)| text.split(' ').any(|w| w == k))
+                else {
+                    continue;
+                };
+                if seen.insert(text.clone()) {
+                    let line = src.find_line(&whole, text).unwrap_or(sym.line);
+                    problems.push(src.problem(
+                        line,
+                        format!("symptom `{}`: phrase `{text}` uses `{short}`, which [settings.shorthand] reads as `{long}`: write `{}`", sym.id, text.split(' ').map(|w| if w == short { long.as_str() } else { w }).collect::<Vec<_>>().join(" ")),
+                    ));
+                }
+            }
+        }
+    }
     if problems.len() > start_problems {
         return None;
     }
@@ -669,6 +729,7 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
             .iter()
             .map(|n| normalize(n, None).text)
             .collect(),
+        shorthand,
         symptoms,
     })
 }

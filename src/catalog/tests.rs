@@ -186,3 +186,33 @@ fn load_dir_reports_missing_and_empty_dirs() {
     std::fs::write(d.path().join("x.toml"), GOOD).unwrap();
     assert_eq!(Catalog::load_dir(d.path()).unwrap().symptoms.len(), 1);
 }
+
+#[test]
+fn shorthand_is_checked_and_phrases_must_use_the_long_form() {
+    let with = |table: &str| {
+        GOOD.replace(
+            "[terms]",
+            &format!("[settings.shorthand]\n{table}\n\n[terms]"),
+        )
+    };
+    let c = load(&with("pn = \"pin\"")).unwrap();
+    assert_eq!(c.shorthand, vec![("pn".to_string(), "pin".to_string())]);
+    // A key of two words, and a key standing for nothing: refused with their line.
+    let p = problems(&with("\"two words\" = \"pin\"\nx = \"\""));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with("cat.toml:7: [settings.shorthand]: `two words`: expected one word"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].contains("`x`: expected the words it stands for"),
+        "{p:?}"
+    );
+    // A phrase that writes the short form could never match.
+    let p = problems(&with("code = \"pin code\""));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("phrase `pin code` uses `code`, which [settings.shorthand] reads as `pin code`: write `pin pin code`"),
+        "{p:?}"
+    );
+}

@@ -35,6 +35,11 @@ pub struct Lexicon {
     words: HashSet<Box<[u8]>>,
     /// Words that must never be corrected (real words near a catalogue word).
     keep: HashSet<Box<[u8]>>,
+    /// Help-desk shorthand: a word and the words it stands for.
+    shorthand: std::collections::HashMap<Box<[u8]>, Box<str>>,
+    /// Bit `len` set when some shorthand word has that length: most words are turned away
+    /// without hashing.
+    shorthand_lengths: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +111,30 @@ impl Lexicon {
         lex.entries = by_bucket.into_iter().map(|(_, e)| e).collect();
         lex.keep = keep.into_iter().map(|w| w.as_bytes().into()).collect();
         lex
+    }
+
+    /// Read each `(word, words)` pair's word as the words it stands for (`pk` -> `passkey`).
+    pub fn with_shorthand<'a>(
+        mut self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Lexicon {
+        for (short, long) in pairs {
+            if short.is_empty() || short.len() > 63 {
+                continue;
+            }
+            self.shorthand_lengths |= 1 << short.len();
+            self.shorthand.insert(short.as_bytes().into(), long.into());
+        }
+        self
+    }
+
+    /// The words a shorthand word stands for, if it is one.
+    #[inline]
+    pub fn expand(&self, word: &[u8]) -> Option<&str> {
+        if word.len() > 63 || self.shorthand_lengths & (1 << word.len()) == 0 {
+            return None;
+        }
+        self.shorthand.get(word).map(|w| &**w)
     }
 
     /// Number of words.

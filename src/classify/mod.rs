@@ -326,7 +326,12 @@ impl Classifier {
             .copied()
             .chain(catalog.keep_words.iter().map(String::as_str))
             .collect();
-        let lexicon = Lexicon::new(words, keep);
+        let lexicon = Lexicon::new(words, keep).with_shorthand(
+            catalog
+                .shorthand
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let negation = Negation::new(catalog.negations.iter().map(String::as_str));
         let always_run = catalog
             .symptoms

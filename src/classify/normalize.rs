@@ -511,6 +511,8 @@ impl<'a> Builder<'a> {
         let word = &self.out.text.as_bytes()[start..];
         let replacement: Option<&'a str> = if let Some(c) = canonical_contraction(word) {
             Some(c)
+        } else if let Some(long) = self.lexicon.and_then(|lex| lex.expand(word)) {
+            Some(long)
         } else if self.word_plain {
             self.lexicon.and_then(|lex| lex.correct(word))
         } else {
