@@ -181,14 +181,12 @@ async fn run_pipeline(
                 dead_letters = %k.dead_letter_topic,
                 "joining the consumer group"
             );
-            (
-                Box::new(KafkaSource::subscribe_observed(
-                    k,
-                    &settings.worker,
-                    telemetry.clone(),
-                )?),
-                dlq,
-            )
+            let source = KafkaSource::subscribe_observed(k, &settings.worker, telemetry.clone())?;
+            // A partition taken over from a worker that crashed between a dead letter and its
+            // commit: read the letters written since start-up before handling its records.
+            let read_back = dlq.read_back();
+            source.on_assign(move || read_back.request());
+            (Box::new(source), dlq)
         }
         (None, None) => {
             return Err(RunError::Setup(

@@ -3,16 +3,24 @@
 //! `file:line: class: message` line on standard error.
 //!
 //! One dead letter per record, also across a crash: a worker killed after a dead letter was
-//! acknowledged but before the record's offset was committed reads the record again after the
-//! restart. So at start-up the topic's recent past ([`LOOK_BACK`]) is read, and a record whose
-//! dead letter is already there (same source topic, partition, offset and bytes) is not
-//! written again. Within a run, a record handled twice at once (its partition lost and given
-//! back while its first letter still waited for the broker) gets one letter too.
+//! acknowledged but before the record's offset was committed leaves the record to be read
+//! again, by itself after a restart or by the worker its partitions go to. So the topic is
+//! read back at start-up, from its beginning (what retention kept), and again, from where the
+//! last read stopped, whenever partitions are assigned ([`DeadLetterTopic::read_back`]); a
+//! record whose dead letter is already there (same source topic, partition, offset and bytes)
+//! is not written again. A send waits for the read-backs asked for before it. The letters
+//! found are kept in memory (some 60 bytes each), bounded by the topic's retention. Within a
+//! run, a record handled twice at once (its partition lost and given back while its first
+//! letter still waited for the broker) gets one letter too.
+//!
+//! Not covered: a worker that lost a partition and still writes a letter for one of its
+//! records after the new owner's read-back (both write one).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
@@ -22,7 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::decisions_topic::produce_error;
 use super::SinkError;
@@ -71,10 +79,8 @@ pub trait DeadLetterSink: Send + Sync {
     async fn send(&self, letter: DeadLetter<'_>) -> Result<(), SinkError>;
 }
 
-/// How far back the dead-letter topic is read at start-up for letters an earlier run wrote.
-pub const LOOK_BACK: Duration = Duration::from_secs(15 * 60);
-
-/// The longest the start-up scan may take; after that, repeats are no longer looked for.
+/// The longest one read-back may take; after that, repeats are no longer looked for until the
+/// next read-back (which goes on from where this one stopped).
 const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A dead letter's identity: source topic, partition, offset, and a digest of the bytes
@@ -87,12 +93,31 @@ fn digest(payload: Option<&[u8]>) -> u64 {
     h.finish()
 }
 
-/// The dead letters found on the topic at start-up.
+/// The dead letters found on the topic, and the read-backs asked for and done.
 struct Earlier {
-    /// Filled by the scan.
-    origins: std::sync::Mutex<HashSet<Origin>>,
-    /// Turns true when the scan is over (done or given up).
-    scanned: watch::Receiver<bool>,
+    /// Filled by the reader thread.
+    origins: Arc<Mutex<HashSet<Origin>>>,
+    /// Read-backs asked for: 1 at start-up, one more per assignment.
+    asked: AtomicU64,
+    /// The last read-back over (done or given up): a send waits until it covers the
+    /// read-backs asked for when the send began.
+    over: watch::Receiver<u64>,
+    /// Wakes the reader thread; dropping it ends the thread.
+    wake: Mutex<mpsc::Sender<()>>,
+}
+
+/// Asks the dead-letter topic for a read-back (see [`DeadLetterTopic::read_back`]).
+#[derive(Clone)]
+pub struct ReadBack(Weak<Earlier>);
+
+impl ReadBack {
+    /// Read the letters written since the last read-back; sends from now on wait for it.
+    /// Does not block.
+    pub fn request(&self) {
+        let Some(e) = self.0.upgrade() else { return };
+        e.asked.fetch_add(1, Ordering::AcqRel);
+        let _ = e.wake.lock().unwrap_or_else(|p| p.into_inner()).send(());
+    }
 }
 
 /// How many of this run's letters are remembered (oldest forgotten first).
@@ -130,46 +155,75 @@ impl DeadLetterTopic {
         }
     }
 
-    /// Read the topic's last [`LOOK_BACK`] with a client of `reader`'s configuration (in a
-    /// thread of its own) and write no second letter for a record already there. Sends wait
-    /// for the scan; if it fails, letters are written as usual (a warning says so).
+    /// Read the whole topic back with a client of `reader`'s configuration (in a thread of its
+    /// own, which then waits for [`DeadLetterTopic::read_back`] requests and reads on from
+    /// where it stopped) and write no second letter for a record already there. Sends wait
+    /// for the read-backs asked for before them; if one fails, letters are written as usual
+    /// (a warning says so) and the next one tries again.
     pub fn skipping_earlier(mut self, reader: ClientConfig) -> DeadLetterTopic {
-        let (tx, rx) = watch::channel(false);
+        let (over_tx, over) = watch::channel(0);
+        let (wake, woken) = mpsc::channel();
+        let origins = Arc::new(Mutex::new(HashSet::new()));
         let earlier = Arc::new(Earlier {
-            origins: std::sync::Mutex::default(),
-            scanned: rx,
+            origins: origins.clone(),
+            asked: AtomicU64::new(1),
+            over,
+            wake: Mutex::new(wake),
         });
-        let (e, topic) = (earlier.clone(), self.topic.clone());
+        let asked = Arc::downgrade(&earlier);
+        let topic = self.topic.clone();
         std::thread::spawn(move || {
-            let since = SystemTime::now() - LOOK_BACK;
-            match scan(&reader, &topic, since) {
-                Ok(found) => {
-                    info!(
-                        topic = %topic,
-                        letters = found.len(),
-                        "dead-letter topic read back {} minutes: records handled again will not be dead-lettered twice",
-                        LOOK_BACK.as_secs() / 60
-                    );
-                    *e.origins.lock().unwrap_or_else(|p| p.into_inner()) = found;
+            let mut reader = Reader {
+                config: reader,
+                client: None,
+                topic,
+                next: HashMap::new(),
+            };
+            loop {
+                let Some(target) = asked.upgrade().map(|e| e.asked.load(Ordering::Acquire)) else {
+                    return;
+                };
+                match reader.read_on(&origins) {
+                    Ok(read) => debug!(
+                        topic = %reader.topic,
+                        read,
+                        letters = origins.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                        "dead-letter topic read back: records handled again will not be dead-lettered twice"
+                    ),
+                    Err(err) => warn!(
+                        topic = %reader.topic,
+                        "cannot read the dead-letter topic back ({err}; tried again at the next assignment): \
+                         a record handled again after a crash may get a second dead letter"
+                    ),
                 }
-                Err(err) => warn!(
-                    topic = %topic,
-                    "cannot read the dead-letter topic back ({err}): a record handled again after a crash may get a second dead letter"
-                ),
+                let _ = over_tx.send(target);
+                // Wait for the next request; all of those already queued are covered by one.
+                if woken.recv().is_err() {
+                    return;
+                }
+                while woken.try_recv().is_ok() {}
             }
-            let _ = tx.send(true);
         });
         self.earlier = Some(earlier);
         self
     }
 
-    /// Whether an earlier run already wrote this letter.
+    /// A handle asking for a read-back of the letters written since the last one: given to
+    /// the consumer to call when partitions are assigned, so that a partition taken over
+    /// from a worker that crashed between its letter and its commit gets no second letter.
+    /// Does nothing without [`DeadLetterTopic::skipping_earlier`].
+    pub fn read_back(&self) -> ReadBack {
+        ReadBack(self.earlier.as_ref().map_or_else(Weak::new, Arc::downgrade))
+    }
+
+    /// Whether this letter is already on the topic (as of the last read-back).
     async fn written_before(&self, origin: &Origin) -> bool {
         let Some(e) = &self.earlier else {
             return false;
         };
-        let mut scanned = e.scanned.clone();
-        let _ = scanned.wait_for(|done| *done).await;
+        let asked = e.asked.load(Ordering::Acquire);
+        let mut over = e.over.clone();
+        let _ = over.wait_for(|done| *done >= asked).await;
         e.origins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -254,82 +308,89 @@ impl DeadLetterTopic {
 /// The prefix kept when the dead-letter topic refuses a record as too large.
 const TRUNCATED_BYTES: usize = 64 * 1024;
 
-/// The origins of the letters on `topic` written since `since`.
-fn scan(reader: &ClientConfig, topic: &str, since: SystemTime) -> Result<HashSet<Origin>, String> {
-    let deadline = Instant::now() + SCAN_TIMEOUT;
-    let c: BaseConsumer = reader.create().map_err(|e| e.to_string())?;
-    let md = c
-        .fetch_metadata(Some(topic), SCAN_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    let mut query = TopicPartitionList::new();
-    let ms = since
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
-    for t in md.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            query
-                .add_partition_offset(topic, p.id(), Offset::Offset(ms))
-                .map_err(|e| e.to_string())?;
+/// Reads the dead-letter topic on from where it stopped.
+struct Reader {
+    config: ClientConfig,
+    /// Created at the first read-back.
+    client: Option<BaseConsumer>,
+    topic: String,
+    /// Per partition of the topic, the next offset to read.
+    next: HashMap<i32, i64>,
+}
+
+impl Reader {
+    /// Read every partition of the topic to its current end, adding the origins of the
+    /// letters found; how many letters were read.
+    fn read_on(&mut self, origins: &Mutex<HashSet<Origin>>) -> Result<usize, String> {
+        let deadline = Instant::now() + SCAN_TIMEOUT;
+        if self.client.is_none() {
+            self.client = Some(self.config.create().map_err(|e| e.to_string())?);
         }
-    }
-    let starts = c
-        .offsets_for_times(query, SCAN_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    let mut ends = std::collections::HashMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for e in starts.elements() {
-        let (_, high) = c
-            .fetch_watermarks(topic, e.partition(), SCAN_TIMEOUT)
+        let Some(c) = &self.client else {
+            return Ok(0);
+        };
+        let topic = self.topic.as_str();
+        let md = c
+            .fetch_metadata(Some(topic), SCAN_TIMEOUT)
             .map_err(|e| e.to_string())?;
-        // No offset: nothing written since then.
-        let Offset::Offset(start) = e.offset() else {
-            continue;
-        };
-        if start < high {
-            ends.insert(e.partition(), high);
-            assignment
-                .add_partition_offset(topic, e.partition(), Offset::Offset(start))
-                .map_err(|e| e.to_string())?;
+        let mut ends = HashMap::new();
+        let mut assignment = TopicPartitionList::new();
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                let (low, high) = c
+                    .fetch_watermarks(topic, p.id(), SCAN_TIMEOUT)
+                    .map_err(|e| e.to_string())?;
+                // Letters deleted by retention are gone: start at the low watermark.
+                let from = self.next.get(&p.id()).map_or(low, |n| (*n).max(low));
+                if from < high {
+                    ends.insert(p.id(), high);
+                    assignment
+                        .add_partition_offset(topic, p.id(), Offset::Offset(from))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
         }
-    }
-    let mut found = HashSet::new();
-    if ends.is_empty() {
-        return Ok(found);
-    }
-    c.assign(&assignment).map_err(|e| e.to_string())?;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(format!("not read to its end within {SCAN_TIMEOUT:?}"));
+        if ends.is_empty() {
+            return Ok(0);
         }
-        let m = match c.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(m) => m.map_err(|e| e.to_string())?,
-        };
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            ends.remove(&m.partition());
+        c.assign(&assignment).map_err(|e| e.to_string())?;
+        let mut read = 0;
+        while !ends.is_empty() {
+            if Instant::now() > deadline {
+                return Err(format!("not read to its end within {SCAN_TIMEOUT:?}"));
+            }
+            let m = match c.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(m) => m.map_err(|e| e.to_string())?,
+            };
+            let next = self.next.entry(m.partition()).or_default();
+            *next = (*next).max(m.offset() + 1);
+            if ends.get(&m.partition()).is_some_and(|end| *next >= *end) {
+                ends.remove(&m.partition());
+            }
+            read += 1;
+            let Some(h) = m.headers() else { continue };
+            let get = |name: &str| {
+                h.iter()
+                    .find(|x| x.key == name)
+                    .and_then(|x| std::str::from_utf8(x.value?).ok())
+                    .map(str::to_string)
+            };
+            let origin = (|| {
+                Some((
+                    get(headers::SOURCE_TOPIC)?,
+                    get(headers::SOURCE_PARTITION)?.parse().ok()?,
+                    get(headers::SOURCE_OFFSET)?.parse().ok()?,
+                    digest(m.payload()),
+                ))
+            })();
+            origins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(origin);
         }
-        let Some(h) = m.headers() else { continue };
-        let get = |name: &str| {
-            h.iter()
-                .find(|x| x.key == name)
-                .and_then(|x| std::str::from_utf8(x.value?).ok())
-                .map(str::to_string)
-        };
-        let origin = (|| {
-            Some((
-                get(headers::SOURCE_TOPIC)?,
-                get(headers::SOURCE_PARTITION)?.parse().ok()?,
-                get(headers::SOURCE_OFFSET)?.parse().ok()?,
-                digest(m.payload()),
-            ))
-        })();
-        found.extend(origin);
+        Ok(read)
     }
-    Ok(found)
 }
 
 #[async_trait]
@@ -345,7 +406,7 @@ impl DeadLetterSink for DeadLetterTopic {
             debug!(
                 partition = l.source.partition,
                 offset = l.source.offset,
-                "dead letter already written by an earlier run; not written again"
+                "dead letter already on the topic; not written again"
             );
             return Ok(());
         }

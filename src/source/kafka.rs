@@ -9,7 +9,13 @@
 //! Rebalances (cooperative-sticky): on revocation the worker waits, up to the drain timeout,
 //! for the revoked partitions' records to finish, commits what is done, and forgets them;
 //! acknowledgements arriving later for those partitions are ignored (another member will
-//! handle the records again). On a lost assignment nothing is committed.
+//! handle the records again). On a lost assignment nothing is committed, and the records this
+//! worker handled are skipped when the partition comes back. On every assignment the hook set
+//! with [`KafkaSource::on_assign`] runs before any record of the new partitions is received.
+//!
+//! Failed offset commits are retried at the next commit; while they keep failing (a broker
+//! outage) the first failure is a warning, then one summary line every 30 s, and one line when
+//! commits succeed again.
 //!
 //! librdkafka's statistics (every `statistics.interval.ms`, 5 s unless configured) give the
 //! consumer lag of each partition held (`triage_consumer_lag`) and the group state, which with
@@ -425,9 +431,23 @@ struct Shared {
     consumer: Mutex<Weak<StreamConsumer<Ctx>>>,
     /// Where consumer lag and group membership are reported.
     telemetry: Telemetry,
+    /// Called when partitions are assigned, before any of their records is received (see
+    /// [`KafkaSource::on_assign`]).
+    on_assign: Mutex<Option<AssignHook>>,
+    /// Offset commits failing in a row, for a warning that does not repeat 4 times a second.
+    commit_failures: Mutex<CommitFailures>,
 }
 
+/// See [`KafkaSource::on_assign`].
+type AssignHook = Box<dyn Fn() + Send + Sync>;
+
 impl Shared {
+    fn commit_failures(&self) -> MutexGuard<'_, CommitFailures> {
+        self.commit_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -612,6 +632,70 @@ impl Shared {
     }
 }
 
+/// How often a run of failing offset commits is summed up in one warning.
+const COMMIT_FAILURES_EVERY: Duration = Duration::from_secs(30);
+
+/// Offset commits failing in a row. During a broker outage the periodic commit fails about 4
+/// times a second: the first failure is a warning, then one summary every
+/// [`COMMIT_FAILURES_EVERY`] (how many failed since, the last error), and one line when a
+/// commit succeeds again. Each method returns the line to log, if any.
+#[derive(Debug, Default)]
+struct CommitFailures {
+    /// When the first failure of the current run happened (`None`: commits succeed).
+    since: Option<Instant>,
+    /// When the last line about this run was logged.
+    told: Option<Instant>,
+    /// Failures in this run.
+    total: u64,
+    /// Failures since the last line.
+    untold: u64,
+    /// The last error.
+    last: String,
+}
+
+impl CommitFailures {
+    fn failed(&mut self, now: Instant, error: String) -> Option<String> {
+        self.total += 1;
+        self.untold += 1;
+        self.last = error;
+        let Some(told) = self.told else {
+            self.since = Some(now);
+            self.told = Some(now);
+            self.untold = 0;
+            return Some(format!(
+                "offset commit failed: {} (retried at every commit; failures are summed up every {}s until a commit succeeds)",
+                self.last,
+                COMMIT_FAILURES_EVERY.as_secs()
+            ));
+        };
+        if now.duration_since(told) < COMMIT_FAILURES_EVERY {
+            return None;
+        }
+        let line = format!(
+            "offset commits still failing: {} failed in the last {}s, {} since the first {}s ago; last error: {} (retried at every commit)",
+            self.untold,
+            now.duration_since(told).as_secs(),
+            self.total,
+            self.since.map_or(0, |s| now.duration_since(s).as_secs()),
+            self.last
+        );
+        self.told = Some(now);
+        self.untold = 0;
+        Some(line)
+    }
+
+    fn succeeded(&mut self, now: Instant) -> Option<String> {
+        let since = self.since.take()?;
+        let line = format!(
+            "offset commits succeed again after {} failed over {}s",
+            self.total,
+            now.duration_since(since).as_secs()
+        );
+        *self = CommitFailures::default();
+        Some(line)
+    }
+}
+
 /// Acknowledgements go straight to the tracker (no trip through the poll loop).
 struct Acks(Arc<Shared>);
 
@@ -713,6 +797,16 @@ impl ConsumerContext for Ctx {
                     .collect();
                 info!(?partitions, "partitions assigned");
                 self.shared.assigned(&partitions);
+                if !partitions.is_empty() {
+                    if let Some(hook) = &*self
+                        .shared
+                        .on_assign
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                    {
+                        hook();
+                    }
+                }
                 self.shared.telemetry.health.input_assigned(true);
                 if self.shared.paused.load(Ordering::Acquire) {
                     if let Err(e) = base.pause(tpl) {
@@ -727,9 +821,23 @@ impl ConsumerContext for Ctx {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => self.shared.committed(offsets),
+            Ok(()) => {
+                self.shared.committed(offsets);
+                let back = self.shared.commit_failures().succeeded(Instant::now());
+                if let Some(line) = back {
+                    info!("{line}");
+                }
+            }
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => warn!("offset commit failed: {e} (retried at the next commit)"),
+            Err(e) => {
+                let line = self
+                    .shared
+                    .commit_failures()
+                    .failed(Instant::now(), e.to_string());
+                if let Some(line) = line {
+                    warn!("{line}");
+                }
+            }
         }
     }
 }
@@ -766,6 +874,8 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             revoke_wait: w.drain_timeout,
             consumer: Mutex::new(Weak::new()),
+            on_assign: Mutex::new(None),
+            commit_failures: Mutex::default(),
         });
         let consumer: StreamConsumer<Ctx> = consumer_config(k, w)
             .create_with_context(Ctx {
@@ -782,6 +892,17 @@ impl KafkaSource {
             acks: Arc::new(Acks(shared.clone())),
             shared,
         })
+    }
+
+    /// Call `hook` whenever partitions are assigned, before any of their records is received
+    /// (the dead-letter topic's read-back, so that a partition taken over from a worker that
+    /// crashed gets no second letter). Set it before the first [`Source::recv`].
+    pub fn on_assign(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .shared
+            .on_assign
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
     }
 
     fn set_paused(&mut self, paused: bool) -> Result<(), SourceError> {
@@ -883,6 +1004,8 @@ mod tests {
             revoke_wait: Duration::from_millis(10),
             consumer: Mutex::new(Weak::new()),
             telemetry: Telemetry::default(),
+            on_assign: Mutex::new(None),
+            commit_failures: Mutex::default(),
         }
     }
 
@@ -1063,6 +1186,38 @@ mod tests {
         assert_eq!(s.revoke(&[0], false), vec![]);
         s.assigned(&[0]);
         assert!(s.register(0, 0).is_none(), "still below what was handled");
+    }
+
+    /// A 65-second outage fails 4 commits a second: 3 warnings (the first, two summaries)
+    /// and one line when commits succeed again, not 260 warnings.
+    #[test]
+    fn failing_commits_are_summed_up_not_logged_each_time() {
+        let mut f = CommitFailures::default();
+        let t0 = Instant::now();
+        let mut lines = Vec::new();
+        for i in 0..260u64 {
+            let now = t0 + Duration::from_millis(250 * i);
+            lines.extend(f.failed(now, format!("Local: Broker transport failure #{i}")));
+        }
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains("#0"), "{}", lines[0]);
+        assert!(
+            lines[1].contains("120 failed in the last 30s") && lines[1].contains("#120"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("241 since the first 60s ago"),
+            "{}",
+            lines[2]
+        );
+        let back = f.succeeded(t0 + Duration::from_secs(66)).expect("a line");
+        assert!(back.contains("after 260 failed over 66s"), "{back}");
+        assert_eq!(f.succeeded(t0 + Duration::from_secs(67)), None);
+        // The next outage starts with a warning of its own.
+        assert!(f
+            .failed(t0 + Duration::from_secs(70), "again".into())
+            .is_some_and(|l| l.starts_with("offset commit failed: again")));
     }
 
     #[test]
