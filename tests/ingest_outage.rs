@@ -1,6 +1,6 @@
-//! `triage ingest` through a Kafka outage: while the broker is down every request gets 503
-//! with `Retry-After` (nothing is acknowledged that Kafka does not have); once it is back,
-//! the help desks' retries land, each delivery exactly once, and replays of them are refused.
+//! `triage ingest` through a 30-second Kafka outage: while the broker is down every request
+//! gets 503 with `Retry-After` (nothing is acknowledged that Kafka does not have); once it is
+//! back, the help desks' retries land, each delivery exactly once, and replays are refused.
 //!
 //! The test stops and starts a broker of its own (deploy/kafka/kafka.sh on free ports and a
 //! state directory of its own), so the shared broker of `scripts/test` is left alone. The
@@ -174,6 +174,9 @@ struct Delivery {
     retry: Box<dyn Fn() -> Hook + Send>,
 }
 
+/// How long the broker stays down.
+const OUTAGE: Duration = Duration::from_secs(30);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_gets_503_and_retried_deliveries_land_exactly_once() {
     // As for every Kafka test: fail (not skip) without the environment scripts/test sets up.
@@ -206,6 +209,7 @@ async fn broker_outage_gets_503_and_retried_deliveries_land_exactly_once() {
     wait_ready(&client, &server, 200).await;
 
     broker.stop();
+    let stopped = Instant::now();
 
     let now = now_secs();
     let jira_hook = jira("HD-1", "PIN", text);
@@ -263,6 +267,16 @@ async fn broker_outage_gets_503_and_retried_deliveries_land_exactly_once() {
         started.elapsed()
     );
     wait_ready(&client, &server, 503).await;
+
+    // The broker stays down for OUTAGE in all; the help desks keep retrying meanwhile, and every
+    // retry is refused with 503, never accepted into nothing.
+    while stopped.elapsed() < OUTAGE {
+        for d in &deliveries {
+            let a = (d.retry)().send(&client, &server.base).await;
+            assert_eq!(a.status, 503, "{} during the outage: {a:?}", d.key);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     broker.start();
 
