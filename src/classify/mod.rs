@@ -16,10 +16,14 @@
 //! 4. per symptom: no context, no symptom; drop negated hits ([`negation`]) and hits in a
 //!    sentence that holds one of the symptom's exclusions; score keywords (1), hints (0.5),
 //!    co-occurrences (their weight, when all groups meet in one sentence) and regexes (1, run
-//!    only once the context is there);
+//!    only once the context is there); in a short reply (fewer than [`SHORT_REPLY`] bytes of
+//!    its own words), a subject or quoted hit naming the symptom's object (one of its topic
+//!    words) may complete a co-occurrence whose state is in the reply's own words;
 //! 5. report symptoms whose score reaches their threshold, with evidence as byte offsets into
 //!    the original field, strongest first; a symptom that `overrides` another hides it unless
-//!    the other scores higher.
+//!    the other scores higher; a weak finding beside a much stronger one is dropped as a side
+//!    remark unless it is the strongest (within the relative threshold) of its own segment: a
+//!    list item or a user's chat turn ([`zones::segments`]).
 
 pub mod fuzzy;
 pub mod negation;
@@ -43,6 +47,9 @@ pub const MAX_TOGETHER_SPAN: usize = 160;
 pub const EXCLUDE_REACH: usize = 100;
 /// How far a sentence may reach either side of a hit before it is cut.
 const MAX_SENTENCE_REACH: usize = 400;
+/// A reply whose own words (normalised, quoted history left out) are fewer bytes than this is
+/// a short reply: "still not there after the update". Its topic may come from the thread.
+pub const SHORT_REPLY: usize = 200;
 
 /// Words typo correction never touches, whatever the catalogue says: real words one edit away
 /// from common catalogue words.
@@ -402,8 +409,10 @@ impl Classifier {
             ignored,
             hits,
             cues,
+            segments,
         } = scratch;
         hits.clear();
+        let mut history = false;
         for fi in 0..2 {
             let text = texts[fi];
             let norm = &mut norms[fi];
@@ -413,7 +422,8 @@ impl Classifier {
             normalize::normalize_auto_into(text, Some(&inner.lexicon), norm);
             // 2. Zones: quoted replies, signatures, disclaimers.
             if fi == 1 && norm.lines.len() > 1 {
-                *ign = zones::ignored_ranges(norm, zones::signature_line(text, norm), forwarded);
+                let sig = zones::signature_line(text, norm);
+                (*ign, history) = zones::ignored_ranges_and_history(norm, sig, forwarded);
                 // Issue-form fields, code blocks, logs: context, never evidence.
                 let structure = zones::structure_ranges(text, norm);
                 if !structure.is_empty() {
@@ -472,16 +482,27 @@ impl Classifier {
                 ignored: &ignored[1],
             },
         ];
+        // A short reply: the thread (subject, quoted history) may name the object, while the
+        // state must come from the reply's own words.
+        let thread = (reply_subject || history) && {
+            let quoted: u32 = ignored[1].iter().map(|r| r.1 - r.0).sum();
+            (norms[1].text.len() as u32).saturating_sub(quoted) < SHORT_REPLY as u32
+        };
         cues.clear();
-        self.score(&fields, hits, cues)
+        self.score(&fields, hits, cues, segments, thread)
     }
 
     /// Steps 4 and 5: per-symptom evidence, scores, and the final choice.
+    ///
+    /// `thread`: the ticket is a short reply, whose quoted hits naming a symptom's object may
+    /// complete that symptom's co-occurrences.
     fn score(
         &self,
         fields: &[Field; 2],
         hits: &mut Vec<Hit>,
         cues: &mut CueCache,
+        segments: &mut Vec<zones::Segment>,
+        thread: bool,
     ) -> Classification {
         let inner = &*self.inner;
         let cat = &inner.catalog;
@@ -527,6 +548,18 @@ impl Classifier {
                     }
                     // Quoted text may set the topic, never provide evidence.
                     Use::Requires { s } => s,
+                    // In a short reply, a quoted word that names the symptom's object (one of
+                    // its topic words) may stand in for the object of a co-occurrence.
+                    Use::Group { s, .. } if h.quoted => {
+                        let object = info
+                            .uses
+                            .iter()
+                            .any(|u| matches!(*u, Use::Requires { s: r } if r == s));
+                        if !(thread && object) {
+                            continue;
+                        }
+                        s
+                    }
                     _ if h.quoted => continue,
                     Use::Unless { s }
                     | Use::Keyword { s }
@@ -576,14 +609,37 @@ impl Classifier {
                 o != f.index && inner.overrides[o].contains(&f.index) && score >= f.score
             })
         });
-        // A weak finding (less than twice its threshold) beside a much stronger one is
-        // usually a side remark.
+        // A weak finding (less than twice its threshold) beside a much stronger one in the same
+        // segment (list item, chat turn) is usually a side remark; in a segment of its own it
+        // is another problem.
+        let rel = cat.relative_threshold;
         let top = findings.iter().map(|f| f.score).fold(0f32, f32::max);
-        let floor = top * cat.relative_threshold;
-        findings.retain(|f| {
-            f.score + f32::EPSILON >= floor
+        let strong = |f: &Finding, top: f32| {
+            f.score + f32::EPSILON >= top * rel
                 || f.score + f32::EPSILON >= 2.0 * cat.symptoms[f.index].threshold
-        });
+        };
+        if findings.iter().any(|f| !strong(f, top)) {
+            let homes = home_segments(&fields[1], &findings, segments);
+            // A segment's strongest: of the findings with any evidence there.
+            let segs = &*segments;
+            let keep: Vec<bool> = findings
+                .iter()
+                .zip(&homes)
+                .map(|(f, &home)| {
+                    strong(f, top)
+                        || (home != NO_SEGMENT && {
+                            let seg_top = findings
+                                .iter()
+                                .filter(|g| g.evidence.iter().any(|e| segment_of(segs, e) == home))
+                                .map(|g| g.score)
+                                .fold(0f32, f32::max);
+                            strong(f, seg_top)
+                        })
+                })
+                .collect();
+            let mut k = keep.iter();
+            findings.retain(|_| *k.next().unwrap());
+        }
         findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         Classification { findings }
     }
@@ -735,42 +791,74 @@ impl Classifier {
             if (0..groups).any(|g| !valid.iter().any(|(_, vg, _)| *vg == g)) {
                 continue;
             }
-            'anchor: for &(a, a_group, a_origin) in valid.iter() {
-                if a_group != 0 {
-                    continue;
-                }
-                let a = &a;
-                let text = &fields[a.field as usize].norm.text;
-                let (ss, se) = match t.within {
-                    Some(_) => (0, text.len()),
-                    None => sentence(text, a.start as usize),
-                };
-                let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
-                chosen.clear();
-                chosen.push((*a, a_origin));
-                for g in 1..groups {
-                    // Each group needs its own words: "iCloud Keychain" cannot be both the
-                    // sync term and the account term.
-                    let pick = valid.iter().find(|(h, vg, _)| {
-                        *vg == g
-                            && h.field == a.field
-                            && (h.start as usize) >= ss
-                            && (h.end as usize) <= se.max(ss)
-                            && span(a, h) <= max_span
-                            && !chosen
-                                .iter()
-                                .any(|(c, _)| c.start < h.end && h.start < c.end)
-                    });
-                    match pick {
-                        Some(&(h, _, o)) => chosen.push((h, o)),
-                        None => continue 'anchor,
+            let max_span = t.within.unwrap_or(MAX_TOGETHER_SPAN);
+            // The hits of the groups close enough to `a` (in its sentence, within the span),
+            // one per group, into `chosen`; quoted hits (a short reply's thread) only where
+            // the reply's own words have none. Whether all groups were filled.
+            let fill =
+                |a: &Hit, a_group: u32, a_origin: &'s str, chosen: &mut Vec<(Hit, &'s str)>| {
+                    let text = &fields[a.field as usize].norm.text;
+                    let (ss, se) = match t.within {
+                        Some(_) => (0, text.len()),
+                        None => sentence(text, a.start as usize),
+                    };
+                    chosen.clear();
+                    chosen.push((*a, a_origin));
+                    for g in (0..groups).filter(|&g| g != a_group) {
+                        // Each group needs its own words: "iCloud Keychain" cannot be both the
+                        // sync term and the account term.
+                        let pick = valid
+                            .iter()
+                            .find(|(h, vg, _)| {
+                                *vg == g
+                                    && !h.quoted
+                                    && h.field == a.field
+                                    && (h.start as usize) >= ss
+                                    && (h.end as usize) <= se.max(ss)
+                                    && span(a, h) <= max_span
+                                    && !chosen
+                                        .iter()
+                                        .any(|(c, _)| c.start < h.end && h.start < c.end)
+                            })
+                            .or_else(|| valid.iter().find(|(h, vg, _)| *vg == g && h.quoted));
+                        match pick {
+                            Some(&(h, _, o)) => chosen.push((h, o)),
+                            None => return false,
+                        }
                     }
-                }
+                    // Back in group order.
+                    chosen[..=a_group as usize].rotate_left(1);
+                    true
+                };
+            // The reply's own words anchor: group 0 first, as written; then, in a short
+            // reply, any of its state words (a hit that is not one of the topic words), the
+            // thread giving the object.
+            let topic = |h: &Hit| {
+                inner.pats[h.pat as usize]
+                    .uses
+                    .iter()
+                    .any(|u| matches!(*u, Use::Requires { s } if s as usize == si))
+            };
+            let thread = valid.iter().any(|(h, _, _)| h.quoted);
+            let found = valid
+                .iter()
+                .filter(|(a, g, _)| *g == 0 && !a.quoted)
+                .chain(
+                    valid
+                        .iter()
+                        .filter(|(a, g, _)| thread && *g != 0 && !a.quoted && !topic(a)),
+                )
+                .any(|&(a, a_group, a_origin)| {
+                    // The state comes from the reply's own words.
+                    fill(&a, a_group, a_origin, chosen)
+                        && (chosen.iter().all(|(h, _)| !h.quoted)
+                            || chosen.iter().any(|(h, _)| !h.quoted && !topic(h)))
+                });
+            if found {
                 score += t.weight;
                 for (k, &(h, o)) in chosen.iter().enumerate() {
                     evidence.push((h, Rule::Together(ri, k, o)));
                 }
-                break;
             }
         }
         // Regexes, once the context is there.
@@ -905,6 +993,8 @@ struct Scratch {
     ignored: [Vec<zones::Range>; 2],
     hits: Vec<Hit>,
     cues: CueCache,
+    /// The body's segments, when a ticket needs them.
+    segments: Vec<zones::Segment>,
 }
 
 thread_local! {
@@ -985,6 +1075,69 @@ fn group_by_symptom<'a>(uses: &[Own<'a>], symptoms: usize) -> Vec<Own<'a>> {
         *slot += 1;
     }
     out
+}
+
+/// No segment: the finding's evidence is mostly in no one segment of the user's.
+const NO_SEGMENT: u32 = u32::MAX;
+
+/// Each finding's home segment of the body ([`zones::segments`]): the one holding most (more
+/// than half) of its evidence, its context aside; [`NO_SEGMENT`] when there is none, or when
+/// it is a turn of the help desk's. `segs` is a working buffer.
+fn home_segments(body: &Field, findings: &[Finding], segs: &mut Vec<zones::Segment>) -> Vec<u32> {
+    segs.clear();
+    if body.norm.lines.len() > 1 {
+        zones::segments(body.source, body.norm, segs);
+    }
+    if segs.len() < 2 {
+        return vec![NO_SEGMENT; findings.len()];
+    }
+    // Evidence is in source offsets: so are the segments from here on.
+    for s in segs.iter_mut() {
+        s.start = body
+            .norm
+            .source_span(s.start as usize, s.start as usize + 1)
+            .0 as u32;
+    }
+    findings
+        .iter()
+        .map(|f| {
+            // Evidence is sorted by position: count runs of evidence in one segment.
+            let (mut best, mut run, mut total) = ((0, NO_SEGMENT), (0, NO_SEGMENT), 0);
+            let own = f
+                .evidence
+                .iter()
+                .filter(|e| !e.rule.starts_with("context:"));
+            for e in own {
+                total += 1;
+                if e.field != "body" {
+                    continue;
+                }
+                let seg = segment_of(segs, e);
+                run = if seg == run.1 {
+                    (run.0 + 1, seg)
+                } else {
+                    (1, seg)
+                };
+                if run.0 > best.0 {
+                    best = run;
+                }
+            }
+            match best {
+                (n, seg) if 2 * n > total && !segs[seg as usize].agent => seg,
+                _ => NO_SEGMENT,
+            }
+        })
+        .collect()
+}
+
+/// The body segment (by source offsets) that holds a piece of evidence; [`NO_SEGMENT`] for
+/// the subject and for context.
+fn segment_of(segs: &[zones::Segment], e: &Evidence) -> u32 {
+    if e.field != "body" || e.rule.starts_with("context:") {
+        return NO_SEGMENT;
+    }
+    segs.partition_point(|s| s.start as usize <= e.start)
+        .saturating_sub(1) as u32
 }
 
 /// How far an exclusion reaches: its sentence, but no more than [`EXCLUDE_REACH`] either side.
