@@ -51,10 +51,16 @@ impl Decision {
                 }
             }
         }
-        let reply = crate::reply::render(catalog, &c.findings);
+        let mut findings = c.findings;
+        for f in &mut findings {
+            if let Some(s) = catalog.symptoms.get(f.index) {
+                f.why = crate::reply::explain(catalog, s, f);
+            }
+        }
+        let reply = crate::reply::render(catalog, &findings);
         Decision {
             id: ticket.id.clone(),
-            symptoms: c.findings,
+            symptoms: findings,
             tags,
             reply,
             catalogue: CatalogueRef {

@@ -385,6 +385,9 @@ fn human(out: &mut impl Write, t: &Ticket, d: &Decision, colour: bool) -> Result
     }
     for s in &d.symptoms {
         writeln!(out, "  {y}{}{off}  score {:.2}  {}", s.id, s.score, s.title)?;
+        for w in &s.why {
+            writeln!(out, "    {b}why{off} {w}")?;
+        }
         for e in &s.evidence {
             let src = if e.field == "subject" {
                 &t.subject

@@ -57,6 +57,123 @@ fn evidence_line(e: &[Evidence]) -> String {
     }
 }
 
+/// One group of a co-occurrence as the note names it: group index, its name, the quoted hit
+/// (empty when the hit is shown under another rule).
+type GroupSeen = (usize, String, String);
+
+/// The evidence of `finding` named for people: one line per rule that matched, saying what
+/// the rule looks for in words and quoting the ticket text it matched.
+///
+/// A co-occurrence reads "security key + locked, within 60 characters: “YubiKey”, “locked”":
+/// each group by its term set's label (`[term_labels]`; the set's name without one) or, for
+/// a group of plain phrases, by the text matched. Keywords read "the phrase “…”", hints
+/// "supporting word “…”", patterns "a pattern of the catalogue: “…”". The hit that only put the ticket
+/// on topic (`requires`) is not repeated here.
+pub fn explain(cat: &Catalog, sym: &Symptom, finding: &Finding) -> Vec<String> {
+    let label = |origin: &str, text: &str| -> String {
+        match origin.strip_prefix('@') {
+            Some(name) => cat
+                .term_labels
+                .get(origin)
+                .cloned()
+                .unwrap_or_else(|| name.to_string()),
+            None => quote(text),
+        }
+    };
+    let mut keywords: Vec<String> = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    let mut patterns: Vec<String> = Vec::new();
+    // Co-occurrence rules in the order their first hit appears: (rule, [(group, label, quote)]).
+    let mut together: Vec<(usize, Vec<GroupSeen>)> = Vec::new();
+    let push_unique = |v: &mut Vec<String>, q: String| {
+        if !v.iter().any(|p| p.to_lowercase() == q.to_lowercase()) {
+            v.push(q);
+        }
+    };
+    for ev in &finding.evidence {
+        let (kind, rest) = ev.rule.split_once(':').unwrap_or((ev.rule.as_str(), ""));
+        match kind {
+            "keyword" => push_unique(&mut keywords, quote(&ev.text)),
+            "hint" => push_unique(&mut hints, quote(&ev.text)),
+            // The regex itself is for the catalogue's author (`triage check`, the workbench);
+            // the agent reads what it matched.
+            "pattern" => push_unique(&mut patterns, quote(&ev.text)),
+            "together" => {
+                let mut it = rest.splitn(3, ':');
+                let (Some(Ok(r)), Some(Ok(k)), Some(origin)) = (
+                    it.next().map(str::parse::<usize>),
+                    it.next().map(str::parse::<usize>),
+                    it.next(),
+                ) else {
+                    continue;
+                };
+                let entry = match together.iter_mut().position(|(rr, _)| *rr == r) {
+                    Some(i) => &mut together[i].1,
+                    None => {
+                        together.push((r, Vec::new()));
+                        &mut together.last_mut().expect("just pushed").1
+                    }
+                };
+                if !entry.iter().any(|(g, _, _)| *g == k) {
+                    entry.push((k, label(origin, &ev.text), quote(&ev.text)));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut lines: Vec<String> = Vec::new();
+    if !keywords.is_empty() {
+        let s = if keywords.len() == 1 { "" } else { "s" };
+        lines.push(format!("the phrase{s} {}", keywords.join(", ")));
+    }
+    for (r, mut groups) in together {
+        // A hit shared with another rule is shown once, under that rule: name such a group
+        // from the catalogue ("@pin" -> its label; a plain phrase in quotes).
+        if let Some(t) = sym.together.get(r) {
+            for (k, terms) in t.groups.iter().enumerate() {
+                if groups.iter().any(|(g, _, _)| *g == k) {
+                    continue;
+                }
+                if let Some(first) = terms.first() {
+                    let name = match first.origin.strip_prefix('@') {
+                        Some(_) => label(&first.origin, ""),
+                        None => quote(&first.origin),
+                    };
+                    groups.push((k, name, String::new()));
+                }
+            }
+        }
+        groups.sort_by_key(|(g, _, _)| *g);
+        let names: Vec<&str> = groups.iter().map(|(_, l, _)| l.as_str()).collect();
+        let quotes: Vec<&str> = groups
+            .iter()
+            .filter(|(_, l, q)| !q.is_empty() && l != q)
+            .map(|(_, _, q)| q.as_str())
+            .collect();
+        let reach = match sym.together.get(r).and_then(|t| t.within) {
+            Some(n) => format!("within {n} characters"),
+            None => "in one sentence".to_string(),
+        };
+        let mut line = format!("{}, {reach}", names.join(" + "));
+        if !quotes.is_empty() {
+            line.push_str(": ");
+            line.push_str(&quotes.join(", "));
+        }
+        lines.push(line);
+    }
+    if !patterns.is_empty() {
+        lines.push(format!(
+            "a pattern of the catalogue: {}",
+            patterns.join(", ")
+        ));
+    }
+    if !hints.is_empty() {
+        let s = if hints.len() == 1 { "" } else { "s" };
+        lines.push(format!("supporting word{s} {}", hints.join(", ")));
+    }
+    lines
+}
+
 /// Render one symptom's section.
 pub fn render_symptom(cat: &Catalog, sym: &Symptom, finding: &Finding) -> String {
     sym.reply.render(|field, out| match field {
@@ -72,6 +189,20 @@ pub fn render_symptom(cat: &Catalog, sym: &Symptom, finding: &Finding) -> String
         }
         "fix" => out.push_str(sym.fix.trim()),
         "evidence" => out.push_str(&evidence_line(&finding.evidence)),
+        "why" => {
+            let computed;
+            let why = if finding.why.is_empty() {
+                computed = explain(cat, sym, finding);
+                &computed
+            } else {
+                &finding.why
+            };
+            if why.is_empty() {
+                out.push_str("(no direct evidence)");
+            } else {
+                out.push_str(&why.join("; "));
+            }
+        }
         "catalogue" => out.push_str(&cat.name),
         "version" => out.push_str(&cat.version),
         _ => {}
@@ -126,6 +257,91 @@ mod tests {
         assert_eq!(
             evidence_line(&e),
             "\u{201c}YubiKey\u{201d}, \u{201c}PIN blocked\u{201d}"
+        );
+    }
+
+    #[test]
+    fn explain_names_each_rule_in_words() {
+        let cat = Catalog::from_sources(&[(
+            "cat.toml".to_string(),
+            r#"
+[catalogue]
+name = "demo"
+version = "1"
+
+[terms]
+pin = ["pin"]
+seckey = ["yubikey"]
+locked = ["blocked"]
+
+[term_labels]
+seckey = "a security key"
+locked = "locked"
+
+[[symptom]]
+id = "pin-locked"
+title = "PIN locked"
+keywords = ["pin blocked"]
+hints = ["reset"]
+patterns = ['\bpuk\b']
+together = [
+  { all = ["@seckey", "@locked"], within = 60 },
+  { all = ["@pin", ["too many", "many tries"]] },
+]
+checks = ["Ask how many attempts"]
+fix = "Reset the key"
+"#
+            .to_string(),
+        )])
+        .unwrap();
+        let sym = &cat.symptoms[0];
+        let finding = Finding {
+            index: 0,
+            id: sym.id.clone(),
+            title: sym.title.clone(),
+            score: 4.5,
+            evidence: vec![
+                ev("subject", 0, 7, "YubiKey", "together:0:0:@seckey"),
+                ev("subject", 8, 19, "PIN blocked", "keyword:pin blocked"),
+                ev("subject", 12, 19, "blocked", "together:0:1:@locked"),
+                ev("body", 0, 3, "PIN", "together:1:0:@pin"),
+                ev("body", 4, 12, "too many", "together:1:1:too many"),
+                ev("body", 13, 16, "PUK", "pattern:0"),
+                ev("body", 17, 22, "reset", "hint:reset"),
+                ev("body", 30, 37, "Passkey", "context:@passkey"),
+            ],
+            why: Vec::new(),
+        };
+        assert_eq!(
+            explain(&cat, sym, &finding),
+            vec![
+                "the phrase \u{201c}PIN blocked\u{201d}".to_string(),
+                "a security key + locked, within 60 characters: \u{201c}YubiKey\u{201d}, \u{201c}blocked\u{201d}".to_string(),
+                // An unlabelled set goes by its name; a plain phrase by the text it matched.
+                "pin + \u{201c}too many\u{201d}, in one sentence: \u{201c}PIN\u{201d}".to_string(),
+                "a pattern of the catalogue: \u{201c}PUK\u{201d}".to_string(),
+                "supporting word \u{201c}reset\u{201d}".to_string(),
+            ]
+        );
+        // A hit shown under another rule leaves its group to be named from the catalogue.
+        let mut shared = finding.clone();
+        shared.evidence = vec![
+            ev("subject", 0, 7, "YubiKey", "together:0:0:@seckey"),
+            ev("body", 0, 3, "PIN", "together:1:0:@pin"),
+        ];
+        assert_eq!(
+            explain(&cat, sym, &shared),
+            vec![
+                "a security key + locked, within 60 characters: \u{201c}YubiKey\u{201d}"
+                    .to_string(),
+                "pin + \u{201c}too many\u{201d}, in one sentence: \u{201c}PIN\u{201d}".to_string(),
+            ]
+        );
+        // The note says the same on its Why line.
+        let note = render(&cat, &[finding]);
+        assert!(
+            note.contains("Why: the phrase \u{201c}PIN blocked\u{201d}; a security key + locked"),
+            "{note}"
         );
     }
 

@@ -33,7 +33,7 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// The default suggested reply, used when neither the symptom nor the catalogue has one.
 pub const DEFAULT_REPLY: &str = "\
 Possible match: {title} ({id})
-Why: {evidence}
+Why: {why}
 
 First checks:
 {checks}
@@ -72,6 +72,9 @@ pub struct Catalog {
     pub near_domain: Vec<Phrase>,
     /// A finding scoring below this fraction of the ticket's strongest finding is dropped.
     pub relative_threshold: f32,
+    /// What each term set means in words (`@locked` -> "locked"), keyed by `@name`, for
+    /// evidence named for people ("security key + locked, within 60 characters").
+    pub term_labels: BTreeMap<String, String>,
 }
 
 /// A phrase to find: normalised words, matched on word boundaries unless `prefix`.
@@ -226,6 +229,8 @@ struct RawFile {
     settings: RawSettings,
     #[serde(default)]
     terms: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    term_labels: BTreeMap<String, String>,
     #[serde(default)]
     symptom: Vec<Spanned<toml::Value>>,
 }
@@ -477,6 +482,11 @@ impl Catalog {
             negations: parts.iter().flat_map(|p| p.negations.clone()).collect(),
             keep_words: parts.iter().flat_map(|p| p.keep_words.clone()).collect(),
             shorthand: parts.iter().flat_map(|p| p.shorthand.clone()).collect(),
+            term_labels: parts
+                .iter()
+                .rev()
+                .flat_map(|p| p.term_labels.clone())
+                .collect(),
             relative_threshold: parts
                 .iter()
                 .map(|p| p.relative_threshold)
@@ -519,6 +529,7 @@ struct FilePart {
     negations: Vec<String>,
     keep_words: Vec<String>,
     shorthand: Vec<(String, String)>,
+    term_labels: BTreeMap<String, String>,
     symptoms: Vec<Symptom>,
 }
 
@@ -588,6 +599,28 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
             problems.push(src.problem(line, format!("{ctx}: is empty; expected phrases")));
         }
         sets.insert(name.clone(), terms);
+    }
+    // What the sets mean, in words.
+    let mut term_labels = BTreeMap::new();
+    let labels_table = src.text.find("[term_labels]").unwrap_or(0)..src.text.len();
+    for (name, label) in &raw.term_labels {
+        let line = || src.find_line(&labels_table, name).unwrap_or(1);
+        if !sets.contains_key(name) {
+            problems.push(src.problem(
+                line(),
+                format!(
+                    "[term_labels]: `{name}` names no term set; expected one of [terms]: {}",
+                    sets.keys().map(|k| format!("@{k}")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        } else if label.trim().is_empty() || label.contains('\n') {
+            problems.push(src.problem(
+                line(),
+                format!("[term_labels]: `{name}`: expected a few words on one line saying what the set means"),
+            ));
+        } else {
+            term_labels.insert(format!("@{name}"), label.trim().to_string());
+        }
     }
 
     let phrases = |field: &str, items: &[String], problems: &mut Vec<Problem>| {
@@ -730,6 +763,7 @@ fn parse_file(src: &Source, problems: &mut Vec<Problem>) -> Option<FilePart> {
             .map(|n| normalize(n, None).text)
             .collect(),
         shorthand,
+        term_labels,
         symptoms,
     })
 }

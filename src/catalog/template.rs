@@ -9,6 +9,10 @@ pub const PLACEHOLDERS: &[(&str, &str)] = &[
     ("checks", "the first checks, as a numbered list"),
     ("fix", "the likely fix"),
     ("evidence", "what matched in the ticket, one line per match"),
+    (
+        "why",
+        "the evidence named in words: each rule that matched and the text it matched",
+    ),
     ("catalogue", "the catalogue's name"),
     ("version", "the catalogue's version"),
 ];

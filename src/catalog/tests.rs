@@ -216,3 +216,39 @@ fn shorthand_is_checked_and_phrases_must_use_the_long_form() {
         "{p:?}"
     );
 }
+
+#[test]
+fn term_labels_name_their_sets_and_unknown_sets_are_refused() {
+    let with = |table: &str| {
+        GOOD.replace(
+            "[[symptom]]",
+            &format!("[term_labels]\n{table}\n\n[[symptom]]"),
+        )
+    };
+    let c = load(&with("pin = \"a PIN\"")).unwrap();
+    assert_eq!(c.term_labels.get("@pin").map(String::as_str), Some("a PIN"));
+    let p = problems(&with("pn = \"a PIN\"\npin = \" \""));
+    assert_eq!(p.len(), 2, "{p:?}");
+    // Each problem points at its line of the table, not at the set.
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("cat.toml:10: [term_labels]: `pn`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("cat.toml:11: [term_labels]: `pin`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p
+                .contains("[term_labels]: `pn` names no term set; expected one of [terms]: @pin")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("[term_labels]: `pin`: expected a few words")),
+        "{p:?}"
+    );
+}

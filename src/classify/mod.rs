@@ -97,6 +97,11 @@ pub struct Finding {
     pub score: f32,
     /// Why.
     pub evidence: Vec<Evidence>,
+    /// The evidence named for people, one line per rule ("security key + locked, within 60
+    /// characters: “YubiKey”, “locked”"); filled by [`crate::reply::explain`] when a decision
+    /// is made, empty until then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 /// The symptoms found in one ticket, strongest first.
@@ -901,6 +906,7 @@ impl Classifier {
             title: sym.title.clone(),
             score: (score * 100.0).round() / 100.0,
             evidence,
+            why: Vec::new(),
         })
     }
 }

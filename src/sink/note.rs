@@ -195,6 +195,8 @@ pub fn render(catalog: &Catalog, d: &Decision, markup: Markup) -> String {
         for ev in &mut f.evidence {
             ev.text = escape_quoted(&ev.text, markup);
         }
+        // The evidence named in words quotes the same text: made again from the escaped one.
+        f.why.clear();
         out.push_str("\n\n");
         out.push_str(reply::render_symptom(catalog, sym, &f).trim_end());
     }
@@ -295,6 +297,8 @@ mod tests {
             text: text.into(),
             rule: "keyword:x".into(),
         }];
+        // The evidence named in words is made again from the new evidence.
+        d.symptoms[0].why.clear();
     }
 
     #[test]
