@@ -9,14 +9,19 @@
 //! the passkey catalogue built into the binary is data like any other.
 //!
 //! # Layout
+//! The engine is the crate `triage-engine` (`crates/triage-engine/`): no async runtime, no
+//! Kafka, no HTTP. Its modules are re-exported here under the same names, so
+//! `triage::classify::Classifier` and `triage_engine::classify::Classifier` are one type.
 //! - [`catalog`]: reads and validates catalogue files into a [`catalog::Catalog`]; errors as
-//!   `path:line: message`.
-//! - [`classify`]: normalisation, zones (quoted replies, signatures), negation, typo lexicon,
-//!   matching and scoring. No I/O.
+//!   `path:line: message`. The passkey catalogue (`patterns/passkeys.toml`) is embedded.
+//! - [`text`]: normalisation and the typo lexicon, shared by the catalogue and the classifier.
+//! - [`classify`]: zones (quoted replies, signatures), negation, matching and scoring. No I/O.
 //! - [`reply`]: turns found symptoms into the suggested reply / internal note.
 //! - [`ticket`]: the [`ticket::Ticket`] type and its decoding from JSON Lines input.
 //! - [`decision`]: the decision record written for each ticket (the `classify` output shape).
 //! - [`eval`]: precision, recall and F1 of a catalogue over labelled tickets.
+//!
+//! The rest is this crate: the worker, the ingest server and what they share.
 //! - [`config`]: `triage.toml` -> [`config::Settings`] for the worker; errors as
 //!   `path:line: key: message`; secrets from the environment or files.
 //! - [`pipeline`]: the run loop of `triage run`: recv -> decode -> classify -> post -> store
@@ -35,17 +40,14 @@
 //!   after the new one is validated.
 //! - `main.rs`: the `triage` command line.
 
-pub mod catalog;
-pub mod classify;
+// The engine is its own crate (crates/triage-engine); its modules keep their paths here.
+pub use triage_engine::{catalog, classify, decision, eval, reply, text, ticket};
+
 pub mod config;
-pub mod decision;
-pub mod eval;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
-pub mod reply;
 pub mod server;
 pub mod sink;
 pub mod source;
-pub mod ticket;

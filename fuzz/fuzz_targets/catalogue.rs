@@ -5,9 +5,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data).into_owned();
-    match triage::catalog::Catalog::from_sources(&[("f.toml".to_string(), text)]) {
+    match triage_engine::catalog::Catalog::from_sources(&[("f.toml".to_string(), text)]) {
         Ok(c) => {
-            let _ = triage::classify::Classifier::new(c);
+            let _ = triage_engine::classify::Classifier::new(c);
         }
         Err(e) => {
             for p in e.problems() {

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use triage::catalog::Catalog;
-use triage::classify::{Classifier, TicketText};
+use triage_engine::catalog::Catalog;
+use triage_engine::classify::{Classifier, TicketText};
 
 fn classifier() -> &'static Classifier {
     static C: OnceLock<Classifier> = OnceLock::new();

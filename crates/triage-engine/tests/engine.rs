@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use triage::catalog::Catalog;
-use triage::classify::{Classifier, TicketText};
+use triage_engine::catalog::Catalog;
+use triage_engine::classify::{Classifier, TicketText};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,9 +29,12 @@ struct Case {
 }
 
 fn data(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/engine")
-        .join(dir)
+    // The cases are the workspace's test data, two levels above this crate.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
+    root.join("tests/data/engine").join(dir)
 }
 
 fn run_cases(classifier: &Classifier, file: &Path) -> (usize, Vec<String>) {

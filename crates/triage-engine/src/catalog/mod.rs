@@ -19,10 +19,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::classify::normalize::normalize;
+use crate::text::normalize::normalize;
 
 /// The passkey catalogue shipped inside the binary, used when no `patterns/` is found.
-pub const BUILTIN_PASSKEYS: &str = include_str!("../../patterns/passkeys.toml");
+pub const BUILTIN_PASSKEYS: &str = include_str!("../../../../patterns/passkeys.toml");
 
 /// Name under which the built-in catalogue is reported.
 pub const BUILTIN_PATH: &str = "<built-in>/passkeys.toml";

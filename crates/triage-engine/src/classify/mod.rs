@@ -25,10 +25,12 @@
 //!    remark unless it is the strongest (within the relative threshold) of its own segment: a
 //!    list item or a user's chat turn ([`zones::segments`]).
 
-pub mod fuzzy;
 pub mod negation;
-pub mod normalize;
 pub mod zones;
+
+// Normalisation and the typo lexicon are shared with the catalogue, which normalises its
+// phrases as it loads them: they live in `text`, which neither module depends on.
+pub use crate::text::{fuzzy, normalize};
 
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -1337,8 +1339,8 @@ mod tests {
             out
         };
         let corpus = concat!(
-            include_str!("../../tests/data/tickets.jsonl"),
-            include_str!("../../tests/data/holdout.jsonl")
+            include_str!("../../../../tests/data/tickets.jsonl"),
+            include_str!("../../../../tests/data/holdout.jsonl")
         );
         let mut matches = 0;
         for line in corpus.lines().filter(|l| !l.trim().is_empty()) {

@@ -3,9 +3,9 @@
 //! reason, and every piece of evidence points at the text it quotes.
 
 use proptest::prelude::*;
-use triage::catalog::{Catalog, BUILTIN_PASSKEYS};
-use triage::classify::{Classifier, TicketText};
-use triage::ticket::Ticket;
+use triage_engine::catalog::{Catalog, BUILTIN_PASSKEYS};
+use triage_engine::classify::{Classifier, TicketText};
+use triage_engine::ticket::Ticket;
 
 fn classifier() -> &'static Classifier {
     static C: std::sync::OnceLock<Classifier> = std::sync::OnceLock::new();

@@ -11,14 +11,18 @@ use std::hint::black_box;
 use aho_corasick::{AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use triage::catalog::Catalog;
-use triage::classify::Classifier;
-use triage::ticket::Ticket;
+use triage_engine::catalog::Catalog;
+use triage_engine::classify::Classifier;
+use triage_engine::ticket::Ticket;
 
 fn corpus() -> Vec<Ticket> {
     let mut out = Vec::new();
     for f in ["tests/data/tickets.jsonl", "tests/data/holdout.jsonl"] {
-        let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
+        // The labelled data is the workspace's, two levels above this crate.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2);
+        let path = root.expect("workspace root").join(f);
         let text = std::fs::read_to_string(&path).expect("corpus file");
         out.extend(
             text.lines()
