@@ -33,6 +33,8 @@
 //! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP, and the readiness state.
 //! - [`reload`]: the catalogue in service, swapped atomically on SIGHUP or a file change
 //!   after the new one is validated.
+//! - [`workbench`]: the catalogue author's tools: `triage workbench` (a local page to try
+//!   tickets and edits and measure them), `triage schema`, `triage suggest`.
 //! - `main.rs`: the `triage` command line.
 
 pub mod catalog;
@@ -49,3 +51,4 @@ pub mod server;
 pub mod sink;
 pub mod source;
 pub mod ticket;
+pub mod workbench;

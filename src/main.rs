@@ -123,6 +123,16 @@ enum Command {
     ///   triage ingest --config /etc/triage/triage.toml
     #[command(verbatim_doc_comment)]
     Ingest(IngestArgs),
+    /// Print a JSON Schema of the catalogue format (for taplo / VS Code's Even Better TOML).
+    ///
+    /// Editors that check TOML against a schema then complete and check catalogues as they
+    /// are typed; patterns/README.md shows how to wire it up. The schema checks field names,
+    /// types and shapes; `triage check` remains the judge of everything else.
+    ///
+    /// Example:
+    ///   triage schema > catalogue.schema.json
+    #[command(verbatim_doc_comment)]
+    Schema,
 }
 
 #[derive(Args)]
@@ -231,6 +241,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval_cmd(a),
         Command::Run(a) => run_cmd(a),
         Command::Ingest(a) => ingest_cmd(a),
+        Command::Schema => schema_cmd(),
     };
     match result {
         Ok(code) => code,
@@ -709,6 +720,14 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schema_cmd() -> Result<ExitCode> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, &triage::workbench::schema::catalogue_schema())?;
+    writeln!(out)?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
