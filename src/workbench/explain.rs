@@ -364,21 +364,32 @@ fn cancelled(c: &Classifier, t: TicketText<'_>, cls: &Classification) -> Vec<Can
                 })
                 .map(|p| p.text.clone())
         };
-        for (si, sym) in cat.symptoms.iter().enumerate() {
+        for sym in cat.symptoms.iter() {
+            // Words that are evidence of any symptom are shown as evidence, never as cancelled.
             let evidence: Vec<(usize, usize)> = cls
                 .findings
                 .iter()
-                .filter(|f| f.index == si)
                 .flat_map(|f| f.evidence.iter())
                 .filter(|e| e.field == field)
                 .map(|e| (e.start, e.end))
                 .collect();
             let groups = sym.together.iter().flat_map(|t| t.groups.iter().flatten());
+            let own = sym.keywords.len() + sym.hints.len();
             let mut seen = std::collections::HashSet::new();
-            for term in sym.keywords.iter().chain(&sym.hints).chain(groups) {
+            for (ti, term) in sym
+                .keywords
+                .iter()
+                .chain(&sym.hints)
+                .chain(groups)
+                .enumerate()
+            {
                 if !seen.insert(&term.phrase) {
                     continue;
                 }
+                // Co-occurrence groups hold topic words (`@passkey`) that many symptoms share:
+                // an exclusion, a resolved phrase or a neighbouring domain of one symptom is
+                // shown only for its keywords and hints, which are its own.
+                let sentence_reasons = ti < own;
                 for (s, e) in occurrences(hay, &term.phrase) {
                     let (ss, se) = norm.source_span(s, e);
                     let (ss, se) = (floor_char(text, ss), floor_char(text, se));
@@ -403,6 +414,8 @@ fn cancelled(c: &Classifier, t: TicketText<'_>, cls: &Classification) -> Vec<Can
                             "inside “{}”, which [settings] ignore lists",
                             ig.text
                         ))
+                    } else if !sentence_reasons {
+                        None
                     } else if let Some(x) =
                         find_in_sentence(sym.exclude.iter().map(|t| &t.phrase).collect(), s)
                     {
