@@ -38,6 +38,8 @@
 //! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP, and the readiness state.
 //! - [`reload`]: the catalogue in service, swapped atomically on SIGHUP or a file change
 //!   after the new one is validated.
+//! - [`workbench`]: the catalogue author's tools: `triage workbench` (a local page to try
+//!   tickets and edits and measure them), `triage schema`, `triage suggest`.
 //! - `main.rs`: the `triage` command line.
 
 // The engine is its own crate (crates/triage-engine); its modules keep their paths here.
@@ -51,3 +53,4 @@ pub mod reload;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod workbench;

@@ -123,6 +123,83 @@ enum Command {
     ///   triage ingest --config /etc/triage/triage.toml
     #[command(verbatim_doc_comment)]
     Ingest(IngestArgs),
+    /// Print a JSON Schema of the catalogue format (for taplo / VS Code's Even Better TOML).
+    ///
+    /// Editors that check TOML against a schema then complete and check catalogues as they
+    /// are typed; patterns/README.md shows how to wire it up. The schema checks field names,
+    /// types and shapes; `triage check` remains the judge of everything else.
+    ///
+    /// Example:
+    ///   triage schema > catalogue.schema.json
+    #[command(verbatim_doc_comment)]
+    Schema,
+    /// Serve the catalogue author's workbench: a local page to try tickets and edits.
+    ///
+    /// Three views: try a ticket (symptoms, scores, the evidence highlighted in the text with
+    /// the rule named, the words that did not count and why, the tags, and the note each help
+    /// desk receives, rendered and as source); edit the catalogue (browse and search, checked
+    /// as you type with the same path:line: problems as `triage check`; the edit applies to
+    /// the page's session only); measure (with --labels: per-symptom precision, recall and F1,
+    /// confusion, every miss and false positive, what an edit fixes and breaks before it is
+    /// saved, and suggested phrases).
+    ///
+    /// The page is built into the binary; nothing is fetched from elsewhere and ticket text
+    /// never leaves the machine. Files are written only with --write; otherwise the page
+    /// offers the change as a diff. It listens on 127.0.0.1:8070 by default; on any address
+    /// that is not loopback it refuses to start without an access token, read from the
+    /// environment (TRIAGE_WORKBENCH_TOKEN) or from --token-file, never from the command line.
+    ///
+    /// Examples:
+    ///   triage workbench --labels tests/data/tickets.jsonl
+    ///   triage workbench --patterns patterns --labels tickets.jsonl --write
+    #[command(verbatim_doc_comment)]
+    Workbench(WorkbenchArgs),
+    /// Suggest phrases from labelled tickets the catalogue gets wrong.
+    ///
+    /// For each symptom (or --symptom ID): phrases shared by the tickets it misses that appear
+    /// mostly in tickets labelled with it (for `keywords`), and phrases shared by its false
+    /// positives that its own tickets rarely hold (for `unless`). Each comes with its support
+    /// (wrong tickets holding it), its precision over the labelled file, and the ticket ids it
+    /// would fix and break, tried for real. Printed as TOML lines to paste into the symptom's
+    /// array. Nothing is changed: a person reads and decides.
+    ///
+    /// Example:
+    ///   triage suggest --labels tests/data/tickets.jsonl --symptom pin-locked
+    #[command(verbatim_doc_comment)]
+    Suggest(SuggestArgs),
+}
+
+#[derive(Args)]
+struct WorkbenchArgs {
+    #[command(flatten)]
+    catalogue: CatalogueArg,
+    /// Labelled tickets (JSON Lines with `labels`) for the measure view.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8070")]
+    listen: std::net::SocketAddr,
+    /// Let the page write the edited catalogue to its files.
+    #[arg(long)]
+    write: bool,
+    /// File holding the access token (else TRIAGE_WORKBENCH_TOKEN; required off loopback).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SuggestArgs {
+    #[command(flatten)]
+    catalogue: CatalogueArg,
+    /// Labelled tickets (JSON Lines with `labels`).
+    #[arg(long, value_name = "FILE")]
+    labels: PathBuf,
+    /// Only this symptom.
+    #[arg(long, value_name = "ID")]
+    symptom: Option<String>,
+    /// Suggestions per symptom and field.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    max: usize,
 }
 
 #[derive(Args)]
@@ -231,6 +308,9 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval_cmd(a),
         Command::Run(a) => run_cmd(a),
         Command::Ingest(a) => ingest_cmd(a),
+        Command::Schema => schema_cmd(),
+        Command::Workbench(a) => workbench_cmd(a),
+        Command::Suggest(a) => suggest_cmd(a),
     };
     match result {
         Ok(code) => code,
@@ -712,6 +792,105 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schema_cmd() -> Result<ExitCode> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, &triage::workbench::schema::catalogue_schema())?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn workbench_cmd(a: WorkbenchArgs) -> Result<ExitCode> {
+    use triage::workbench::{self, Bench, ServeOptions};
+    let token = match &a.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read the access token", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var(workbench::TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    workbench::check_access(a.listen, token.as_deref())?;
+    let patterns = catalogue_path(&a.catalogue);
+    let bench = Bench::open(patterns.as_deref(), a.labels.as_deref(), a.write)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let with_token = token.is_some();
+    runtime.block_on(workbench::serve(
+        std::sync::Arc::new(bench),
+        ServeOptions {
+            listen: a.listen,
+            token,
+        },
+        move |addr| {
+            eprintln!(
+                "triage workbench: open http://{addr}/ {}(Ctrl-C stops it)",
+                if with_token {
+                    "and give the access token "
+                } else {
+                    ""
+                }
+            );
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn suggest_cmd(a: SuggestArgs) -> Result<ExitCode> {
+    use triage::workbench::{read_labelled, suggest};
+    let c = classifier(&a.catalogue)?;
+    let tickets = read_labelled(&a.labels)?;
+    if let Some(id) = &a.symptom {
+        if c.catalog().symptom(id).is_none() {
+            bail!("`{id}` is no symptom of catalogue {}", c.catalog().name);
+        }
+    }
+    let prepared = suggest::Prepared::new(&c, &tickets);
+    let found = suggest::suggest(&c, &tickets, &prepared, a.symptom.as_deref(), a.max);
+    let mut out = BufWriter::new(io::stdout().lock());
+    writeln!(
+        out,
+        "# suggestions from {} for catalogue {} {}: phrases to consider, never applied by triage",
+        a.labels.display(),
+        c.catalog().name,
+        c.catalog().version
+    )?;
+    writeln!(
+        out,
+        "# support: wrong tickets holding the phrase; precision: share of the file's tickets holding it that agree"
+    )?;
+    let mut last = None;
+    for s in &found {
+        let key = (s.symptom.clone(), s.field);
+        if last.as_ref() != Some(&key) {
+            let what = match s.field {
+                suggest::Field::Keywords => "tickets it misses",
+                suggest::Field::Unless => "its false positives",
+            };
+            writeln!(
+                out,
+                "\n# symptom `{}`, from {what}: add to {} = [ ... ]",
+                s.symptom,
+                s.field.name()
+            )?;
+            last = Some(key);
+        }
+        writeln!(out, "{}", s.toml_line())?;
+    }
+    if found.is_empty() {
+        writeln!(out, "\n# no phrase found that fixes a wrong ticket")?;
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,6 +16,12 @@ const TIERS: &[(&str, bool, &str, &str)] = &[
         "test-prometheus",
         "promtool and prometheus on PATH",
     ),
+    (
+        "browser",
+        cfg!(feature = "test-browser"),
+        "test-browser",
+        "chromium, chromium-driver and Selenium",
+    ),
 ];
 
 fn main() {
