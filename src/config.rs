@@ -224,6 +224,8 @@ pub struct SinkSettings {
     pub servicenow: Option<ServiceNowSettings>,
     /// Tags and a private note in Freshdesk.
     pub freshdesk: Option<FreshdeskSettings>,
+    /// Tags (a custom field) and a comment in Request Tracker.
+    pub rt: Option<crate::sink::rt::config::RtSettings>,
 }
 
 impl SinkSettings {
@@ -235,6 +237,7 @@ impl SinkSettings {
             || self.jira.is_some()
             || self.servicenow.is_some()
             || self.freshdesk.is_some()
+            || self.rt.is_some()
     }
 }
 
@@ -289,6 +292,8 @@ pub enum HttpAuth {
     },
     /// `Authorization: Bearer {token}` (OAuth).
     Bearer(Secret),
+    /// `Authorization: token {token}` (Request Tracker's auth tokens).
+    Token(Secret),
 }
 
 /// Protections every HTTP sink has.
@@ -867,6 +872,7 @@ struct RawSink {
     jira: Option<RawJira>,
     servicenow: Option<RawServiceNow>,
     freshdesk: Option<RawFreshdesk>,
+    rt: Option<crate::sink::rt::config::RawRt>,
 }
 
 /// Keys every HTTP sink has (repeated in each section: `deny_unknown_fields` does not work
@@ -883,11 +889,11 @@ macro_rules! raw_limits {
     };
 }
 
-struct RawLimits {
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
+pub(crate) struct RawLimits {
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) requests_per_minute: Option<u32>,
+    pub(crate) circuit_breaker_failures: Option<u32>,
+    pub(crate) circuit_breaker_open_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -1175,7 +1181,7 @@ impl Settings {
 }
 
 /// The text being validated, for finding where a key is.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     text: &'a str,
     path: String,
 }
@@ -1216,7 +1222,7 @@ impl Ctx<'_> {
         line
     }
 
-    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.clone(),
             line: self.line_of(field),
@@ -1510,11 +1516,12 @@ impl Ctx<'_> {
             jira,
             servicenow,
             freshdesk,
+            rt: raw.rt.map(|r| r.validate(self)).transpose()?,
         })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn post_back(
+    pub(crate) fn post_back(
         &self,
         section: &str,
         base_url: &str,
@@ -1600,7 +1607,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn one_secret(
+    pub(crate) fn one_secret(
         &self,
         section: &str,
         key: &str,

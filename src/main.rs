@@ -839,6 +839,7 @@ fn describe(s: &triage::config::Settings, catalog: &Catalog) -> String {
         ("jira", s.sink.jira.as_ref().map(|j| &j.api)),
         ("servicenow", s.sink.servicenow.as_ref().map(|n| &n.api)),
         ("freshdesk", s.sink.freshdesk.as_ref().map(|f| &f.api)),
+        ("rt", s.sink.rt.as_ref().map(|r| &r.api)),
     ];
     for (name, api) in ticketing {
         if let Some(a) = api {
