@@ -413,6 +413,8 @@ pub struct IngestSettings {
     pub drain_timeout: Duration,
     /// One route per configured help desk, in a fixed order.
     pub sources: Vec<IngestSource>,
+    /// Request Tracker's transactions, followed by polling (`[ingest.rt]`).
+    pub rt: Option<crate::sink::rt::config::RtSourceSettings>,
 }
 
 /// The help desks (and the generic signed JSON) `triage ingest` has a route for.
@@ -948,6 +950,7 @@ struct RawIngest {
     servicenow: Option<RawSource>,
     freshdesk: Option<RawSource>,
     generic: Option<RawSource>,
+    rt: Option<crate::sink::rt::config::RawRtSource>,
 }
 
 impl Default for RawIngest {
@@ -969,6 +972,7 @@ impl Default for RawIngest {
             servicenow: None,
             freshdesk: None,
             generic: None,
+            rt: None,
         }
     }
 }
@@ -1765,10 +1769,11 @@ impl Ctx<'_> {
                 sources.push(self.ingest_source(kind, r, input, max_body_bytes)?);
             }
         }
-        if sources.is_empty() {
+        let rt = raw.rt.map(|r| r.validate(self)).transpose()?;
+        if sources.is_empty() && rt.is_none() {
             return Err(self.err(
                 "ingest",
-                "no source to receive: add at least one of [ingest.zendesk], [ingest.jira], [ingest.servicenow], [ingest.freshdesk], [ingest.generic]",
+                "no source to receive: add at least one of [ingest.zendesk], [ingest.jira], [ingest.servicenow], [ingest.freshdesk], [ingest.generic], [ingest.rt]",
             ));
         }
         Ok(IngestSettings {
@@ -1784,6 +1789,7 @@ impl Ctx<'_> {
             replay_cache_entries: raw.replay_cache_entries,
             drain_timeout: Duration::from_millis(raw.drain_timeout_ms),
             sources,
+            rt,
         })
     }
 
@@ -1969,7 +1975,7 @@ impl Ctx<'_> {
     }
 
     /// `<name>_env` / `<name>_file` in `section`: at most one of them.
-    fn secret_pair(
+    pub(crate) fn secret_pair(
         &self,
         section: &str,
         name: &str,

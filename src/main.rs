@@ -101,7 +101,11 @@ enum Command {
     ///   POST /webhooks/servicenow  shared token header, or basic auth
     ///   POST /webhooks/freshdesk   shared token header, or basic auth
     ///   POST /webhooks/generic     signed: HMAC-SHA256 of <timestamp>.<body>
+    ///   POST /rt/nudge             with [ingest.rt]: read Request Tracker's feed now
     ///   GET  /metrics /healthz /readyz
+    ///
+    /// With [ingest.rt] it also follows Request Tracker's transactions (RT cannot push) and
+    /// produces each new ticket the same way; its cursor is kept in ingest.rt.cursor_file.
     ///
     /// Each request is authenticated, its ticket found (id and text), and the record that
     /// `triage run` reads is produced keyed by ticket id. The answer is 200 only once Kafka has
@@ -746,6 +750,14 @@ fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
                     Forward::Raw => "the payload as received",
                     Forward::Plain => "the plain shape",
                 }
+            );
+        }
+        if let Some(rt) = &ingest.rt {
+            println!(
+                "  pull   {} (RT transactions, every {} ms; cursor {}); POST /rt/nudge polls now",
+                rt.base_url,
+                rt.poll_interval.as_millis(),
+                rt.cursor_file.display()
             );
         }
         println!(

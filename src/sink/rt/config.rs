@@ -1,12 +1,13 @@
-//! The `[sink.rt]` section: the file's keys ([`RawRt`]), what they become ([`RtSettings`]),
-//! and their checks. Errors name the file, the line and the key, like every other section's.
+//! Request Tracker's sections: `[sink.rt]` (the file's keys [`RawRt`], what they become
+//! [`RtSettings`]) and `[ingest.rt]` ([`RawRtSource`], [`RtSourceSettings`]), and their checks.
+//! Errors name the file, the line and the key, like every other section's.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Ctx, HttpAuth, Mode, PostBackSettings, RawLimits};
+use crate::config::{ConfigError, Ctx, HttpAuth, Mode, PostBackSettings, RawLimits, SecretRef};
 
 /// Requests per minute by default. RT is usually run by the same organisation as triage and
 /// has no published limit; 300 a minute (5 a second) keeps a small RT responsive for agents.
@@ -121,6 +122,101 @@ impl RawRt {
     }
 }
 
+/// How often the feed is read by default when nothing nudges.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5_000;
+/// Transactions read per request by default.
+pub const DEFAULT_BATCH: usize = 100;
+
+/// `[ingest.rt]` as written: `triage ingest` follows RT's transactions.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRtSource {
+    base_url: String,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    cursor_file: PathBuf,
+    tags_field: Option<String>,
+    user: Option<String>,
+    poll_interval_ms: Option<u64>,
+    batch: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+/// The `[ingest.rt]` section, validated: where RT is, and where the cursor is kept.
+#[derive(Debug, Clone)]
+pub struct RtSourceSettings {
+    /// RT's web base URL (`WebBaseURL`).
+    pub base_url: reqwest::Url,
+    /// The auth token of triage's RT user, read when `triage ingest` starts.
+    pub token: SecretRef,
+    /// The file that holds the id of the last transaction produced and acknowledged.
+    pub cursor_file: PathBuf,
+    /// The tags field, read into the record's tags (the worker skips marked tickets).
+    pub tags_field: String,
+    /// triage's own RT user: what it created is never new work.
+    pub user: String,
+    /// How often the feed is read when no nudge comes.
+    pub poll_interval: Duration,
+    /// Transactions per request.
+    pub batch: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl RawRtSource {
+    /// Check the section; the token stays unread until `triage ingest` starts.
+    pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<RtSourceSettings, ConfigError> {
+        let s = "ingest.rt";
+        let base_url = crate::sink::http::check_base_url(&self.base_url)
+            .map_err(|e| ctx.err(&format!("{s}.base_url"), e.0))?;
+        let Some(token) = ctx.secret_pair(s, "token", self.token_env, self.token_file)? else {
+            return Err(ctx.err(
+                s,
+                "give token_env (or token_file): an RT auth token of triage's user",
+            ));
+        };
+        if self.cursor_file.as_os_str().is_empty() {
+            return Err(ctx.err(&format!("{s}.cursor_file"), "must name a file"));
+        }
+        let tags_field = self.tags_field.unwrap_or_else(|| "Tags".into());
+        if !field_name_ok(&tags_field) {
+            return Err(ctx.err(
+                &format!("{s}.tags_field"),
+                "must be a custom field's name (not empty, no surrounding spaces or control characters, at most 200 bytes)",
+            ));
+        }
+        let user = self.user.unwrap_or_else(|| "triage".into());
+        if !field_name_ok(&user) {
+            return Err(ctx.err(&format!("{s}.user"), "must be an RT user name"));
+        }
+        let poll_ms = self.poll_interval_ms.unwrap_or(DEFAULT_POLL_INTERVAL_MS);
+        if !(100..=3_600_000).contains(&poll_ms) {
+            return Err(ctx.err(
+                &format!("{s}.poll_interval_ms"),
+                "must be between 100 and 3600000",
+            ));
+        }
+        let batch = self.batch.unwrap_or(DEFAULT_BATCH);
+        if !(1..=1000).contains(&batch) {
+            return Err(ctx.err(&format!("{s}.batch"), "must be between 1 and 1000"));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(10_000);
+        if timeout_ms == 0 {
+            return Err(ctx.err(&format!("{s}.timeout_ms"), "must be at least 1"));
+        }
+        Ok(RtSourceSettings {
+            base_url,
+            token,
+            cursor_file: self.cursor_file,
+            tags_field,
+            user,
+            poll_interval: Duration::from_millis(poll_ms),
+            batch,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -185,5 +281,31 @@ mod tests {
             e.contains("sink.rt.token_env: set token_env or token_file, not both"),
             "{e}"
         );
+    }
+
+    const KAFKA: &str = "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\ngroup_id = \"g\"\ninput_topic = \"in\"\ndead_letter_topic = \"dl\"\ndecisions_topic = \"d\"\n";
+
+    #[test]
+    fn the_source_alone_is_enough_for_ingest_and_its_token_stays_unread() {
+        let s = parse(&format!(
+            "{KAFKA}[ingest]\n[ingest.rt]\nbase_url = \"http://127.0.0.1:9\"\ntoken_env = \"TRIAGE_TEST_RT_UNSET\"\ncursor_file = \"/tmp/c\"\n"
+        ))
+        .unwrap();
+        let rt = s.ingest.as_ref().unwrap().rt.clone().unwrap();
+        assert_eq!(rt.tags_field, "Tags");
+        assert_eq!(rt.user, "triage");
+        assert_eq!(rt.batch, super::DEFAULT_BATCH);
+        let e = rt.token.read().unwrap_err().to_string();
+        assert!(e.contains("ingest.rt.token_env"), "{e}");
+        let e = parse(&format!(
+            "{KAFKA}[ingest]\n[ingest.rt]\nbase_url = \"http://127.0.0.1:9\"\ntoken_env = \"X\"\ncursor_file = \"/tmp/c\"\nbatch = 0\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("t.toml:12: ingest.rt.batch: "), "{e}");
+        let e = parse(&format!(
+            "{KAFKA}[ingest]\n[ingest.rt]\nbase_url = \"http://127.0.0.1:9\"\ntoken_env = \"X\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("cursor_file"), "{e}");
     }
 }

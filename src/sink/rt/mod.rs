@@ -38,6 +38,7 @@
 //! apart, and across workers a ticket's events share a partition (keyed by ticket id).
 
 pub mod config;
+pub mod feed;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
