@@ -16,6 +16,12 @@ const TIERS: &[(&str, bool, &str, &str)] = &[
         "test-prometheus",
         "promtool and prometheus on PATH",
     ),
+    (
+        "rt",
+        cfg!(feature = "test-rt"),
+        "test-rt",
+        "Request Tracker at RT_URL (deploy/rt/rt.sh) and the Kafka broker",
+    ),
 ];
 
 fn main() {

@@ -392,8 +392,10 @@ cmd_start() {
   local t0
   t0=$(now_ms)
   log "starting RT on $BASE_URL ($RT_WORKERS workers), log $LOG_FILE"
+  # setsid: a session of its own, so that signals to the caller's process group (a test
+  # harness stopping, a terminal's ^C) do not reach the server.
   RT_SITE_CONFIG="$SITE_CONFIG" RT_SITE_CONFIG_DIR="$SITE_CONFIG_DIR" \
-    nohup "$RT_SERVER" --server Starlet --host "$HOST" --port "$RT_PORT" \
+    setsid nohup "$RT_SERVER" --server Starlet --host "$HOST" --port "$RT_PORT" \
     --max-workers "$RT_WORKERS" </dev/null >>"$LOG_FILE" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$PID_FILE"
