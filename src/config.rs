@@ -224,6 +224,8 @@ pub struct SinkSettings {
     pub servicenow: Option<ServiceNowSettings>,
     /// Tags and a private note in Freshdesk.
     pub freshdesk: Option<FreshdeskSettings>,
+    /// Tags (a custom field) and a comment in Request Tracker.
+    pub rt: Option<crate::sink::rt::config::RtSettings>,
 }
 
 impl SinkSettings {
@@ -235,6 +237,7 @@ impl SinkSettings {
             || self.jira.is_some()
             || self.servicenow.is_some()
             || self.freshdesk.is_some()
+            || self.rt.is_some()
     }
 }
 
@@ -289,6 +292,8 @@ pub enum HttpAuth {
     },
     /// `Authorization: Bearer {token}` (OAuth).
     Bearer(Secret),
+    /// `Authorization: token {token}` (Request Tracker's auth tokens).
+    Token(Secret),
 }
 
 /// Protections every HTTP sink has.
@@ -408,6 +413,8 @@ pub struct IngestSettings {
     pub drain_timeout: Duration,
     /// One route per configured help desk, in a fixed order.
     pub sources: Vec<IngestSource>,
+    /// Request Tracker's transactions, followed by polling (`[ingest.rt]`).
+    pub rt: Option<crate::sink::rt::config::RtSourceSettings>,
 }
 
 /// The help desks (and the generic signed JSON) `triage ingest` has a route for.
@@ -867,6 +874,7 @@ struct RawSink {
     jira: Option<RawJira>,
     servicenow: Option<RawServiceNow>,
     freshdesk: Option<RawFreshdesk>,
+    rt: Option<crate::sink::rt::config::RawRt>,
 }
 
 /// Keys every HTTP sink has (repeated in each section: `deny_unknown_fields` does not work
@@ -883,11 +891,11 @@ macro_rules! raw_limits {
     };
 }
 
-struct RawLimits {
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
+pub(crate) struct RawLimits {
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) requests_per_minute: Option<u32>,
+    pub(crate) circuit_breaker_failures: Option<u32>,
+    pub(crate) circuit_breaker_open_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -942,6 +950,7 @@ struct RawIngest {
     servicenow: Option<RawSource>,
     freshdesk: Option<RawSource>,
     generic: Option<RawSource>,
+    rt: Option<crate::sink::rt::config::RawRtSource>,
 }
 
 impl Default for RawIngest {
@@ -963,6 +972,7 @@ impl Default for RawIngest {
             servicenow: None,
             freshdesk: None,
             generic: None,
+            rt: None,
         }
     }
 }
@@ -1175,7 +1185,7 @@ impl Settings {
 }
 
 /// The text being validated, for finding where a key is.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     text: &'a str,
     path: String,
 }
@@ -1216,7 +1226,7 @@ impl Ctx<'_> {
         line
     }
 
-    fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.clone(),
             line: self.line_of(field),
@@ -1510,11 +1520,12 @@ impl Ctx<'_> {
             jira,
             servicenow,
             freshdesk,
+            rt: raw.rt.map(|r| r.validate(self)).transpose()?,
         })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn post_back(
+    pub(crate) fn post_back(
         &self,
         section: &str,
         base_url: &str,
@@ -1600,7 +1611,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn one_secret(
+    pub(crate) fn one_secret(
         &self,
         section: &str,
         key: &str,
@@ -1758,10 +1769,11 @@ impl Ctx<'_> {
                 sources.push(self.ingest_source(kind, r, input, max_body_bytes)?);
             }
         }
-        if sources.is_empty() {
+        let rt = raw.rt.map(|r| r.validate(self)).transpose()?;
+        if sources.is_empty() && rt.is_none() {
             return Err(self.err(
                 "ingest",
-                "no source to receive: add at least one of [ingest.zendesk], [ingest.jira], [ingest.servicenow], [ingest.freshdesk], [ingest.generic]",
+                "no source to receive: add at least one of [ingest.zendesk], [ingest.jira], [ingest.servicenow], [ingest.freshdesk], [ingest.generic], [ingest.rt]",
             ));
         }
         Ok(IngestSettings {
@@ -1777,6 +1789,7 @@ impl Ctx<'_> {
             replay_cache_entries: raw.replay_cache_entries,
             drain_timeout: Duration::from_millis(raw.drain_timeout_ms),
             sources,
+            rt,
         })
     }
 
@@ -1962,7 +1975,7 @@ impl Ctx<'_> {
     }
 
     /// `<name>_env` / `<name>_file` in `section`: at most one of them.
-    fn secret_pair(
+    pub(crate) fn secret_pair(
         &self,
         section: &str,
         name: &str,

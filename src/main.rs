@@ -101,7 +101,11 @@ enum Command {
     ///   POST /webhooks/servicenow  shared token header, or basic auth
     ///   POST /webhooks/freshdesk   shared token header, or basic auth
     ///   POST /webhooks/generic     signed: HMAC-SHA256 of <timestamp>.<body>
+    ///   POST /rt/nudge             with [ingest.rt]: read Request Tracker's feed now
     ///   GET  /metrics /healthz /readyz
+    ///
+    /// With [ingest.rt] it also follows Request Tracker's transactions (RT cannot push) and
+    /// produces each new ticket the same way; its cursor is kept in ingest.rt.cursor_file.
     ///
     /// Each request is authenticated, its ticket found (id and text), and the record that
     /// `triage run` reads is produced keyed by ticket id. The answer is 200 only once Kafka has
@@ -930,6 +934,14 @@ fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
                 }
             );
         }
+        if let Some(rt) = &ingest.rt {
+            println!(
+                "  pull   {} (RT transactions, every {} ms; cursor {}); POST /rt/nudge polls now",
+                rt.base_url,
+                rt.poll_interval.as_millis(),
+                rt.cursor_file.display()
+            );
+        }
         println!(
             "  limits: max_body_bytes {}, max_concurrent_requests {}, max_connections {}, request_timeout_ms {}, produce_timeout_ms {}, retry_after_s {}, timestamp_tolerance_s {}, replay_cache_entries {}, drain_timeout_ms {}",
             ingest.max_body_bytes,
@@ -1021,6 +1033,7 @@ fn describe(s: &triage::config::Settings, catalog: &Catalog) -> String {
         ("jira", s.sink.jira.as_ref().map(|j| &j.api)),
         ("servicenow", s.sink.servicenow.as_ref().map(|n| &n.api)),
         ("freshdesk", s.sink.freshdesk.as_ref().map(|f| &f.api)),
+        ("rt", s.sink.rt.as_ref().map(|r| &r.api)),
     ];
     for (name, api) in ticketing {
         if let Some(a) = api {

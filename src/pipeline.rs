@@ -211,7 +211,7 @@ async fn run_pipeline(
     pipeline.run(source.as_mut(), shutdown).await
 }
 
-/// The HTTP sinks configured in `[sink]`: webhook, Zendesk, Jira, ServiceNow, Freshdesk.
+/// The HTTP sinks configured in `[sink]`: webhook, Zendesk, Jira, ServiceNow, Freshdesk, RT.
 pub fn ticketing_sinks(
     settings: &Settings,
     classifier: &Classifier,
@@ -242,6 +242,11 @@ pub fn ticketing_sinks(
     if let Some(f) = &s.freshdesk {
         sinks.push(Arc::new(
             FreshdeskSink::new(f, catalog.clone(), marker).map_err(setup)?,
+        ));
+    }
+    if let Some(r) = &s.rt {
+        sinks.push(Arc::new(
+            crate::sink::rt::RtSink::new(r, catalog.clone(), marker).map_err(setup)?,
         ));
     }
     for sink in &sinks {

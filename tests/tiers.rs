@@ -22,6 +22,12 @@ const TIERS: &[(&str, bool, &str, &str)] = &[
         "test-browser",
         "chromium, chromium-driver and Selenium",
     ),
+    (
+        "rt",
+        cfg!(feature = "test-rt"),
+        "test-rt",
+        "Request Tracker at RT_URL (deploy/rt/rt.sh) and the Kafka broker",
+    ),
 ];
 
 fn main() {

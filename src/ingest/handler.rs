@@ -79,6 +79,8 @@ pub struct Ingest {
     pub(super) stopping: AtomicBool,
     /// What the last look at the topic found (`/readyz`).
     readiness: Mutex<TopicState>,
+    /// The nudge routes of pulled sources (`/rt/nudge`), each waking its poller.
+    nudges: Vec<(&'static str, Arc<tokio::sync::Notify>)>,
 }
 
 /// What the plain shape looks like on the topic (the fields `triage run` reads by default).
@@ -158,7 +160,20 @@ impl Ingest {
             drain_timeout: settings.drain_timeout,
             stopping: AtomicBool::new(false),
             readiness: Mutex::new(TopicState::Unreachable("not checked yet".into())),
+            nudges: settings
+                .rt
+                .iter()
+                .map(|_| ("/rt/nudge", Arc::new(tokio::sync::Notify::new())))
+                .collect(),
         })
+    }
+
+    /// What wakes the poller behind the nudge route `path`, if there is one.
+    pub fn nudge(&self, path: &str) -> Option<Arc<tokio::sync::Notify>> {
+        self.nudges
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, n)| n.clone())
     }
 
     /// The metrics (for summaries and tests).
@@ -184,6 +199,16 @@ impl Ingest {
                     "/readyz" => self.readyz(),
                     _ => self.metrics_text(),
                 }
+            }
+            _ if self.nudge(path).is_some() => {
+                if req.method() != Method::POST {
+                    return Ok(method_not_allowed("POST"));
+                }
+                // Only a hint to poll now (coalesced): nothing is read from the request.
+                if let Some(n) = self.nudge(path) {
+                    n.notify_one();
+                }
+                text(StatusCode::ACCEPTED, "polling\n")
             }
             _ => match self.routes.iter().find(|r| r.kind.path() == path) {
                 Some(route) => self.webhook(route, req).await,

@@ -12,6 +12,7 @@
 //! | `POST /webhooks/servicenow` | shared token header, or basic auth |
 //! | `POST /webhooks/freshdesk` | shared token header, or basic auth |
 //! | `POST /webhooks/generic` | HMAC-SHA256 header over `<timestamp>.<body>` |
+//! | `POST /rt/nudge` | none: only a hint to read RT's feed now ([`pull`]) |
 //! | `GET /metrics`, `/healthz`, `/readyz` | none |
 //!
 //! Answers: 200 produced; 400 malformed (not JSON, no ticket id or text); 401 bad or
@@ -27,10 +28,12 @@
 //! - [`produce`]: the idempotent, `acks=all` producer.
 //! - [`metrics`]: `triage_ingest_*` metrics.
 //! - [`server`]: connections, timeouts and graceful shutdown.
+//! - [`pull`]: help desks that cannot push (Request Tracker): their feed, followed.
 
 pub mod handler;
 pub mod metrics;
 pub mod produce;
+pub mod pull;
 pub mod replay;
 pub mod server;
 pub mod verify;
@@ -92,6 +95,10 @@ pub fn prepare(settings: &Settings, registry: Registry) -> Result<Arc<Ingest>, I
     };
     let producer = TicketProducer::new(kafka, &ingest.topic, ingest.produce_timeout)
         .map_err(IngestError::Producer)?;
+    if let Some(rt) = &ingest.rt {
+        // Reads the token: a missing one is reported at start-up (and by --check-config).
+        crate::sink::rt::feed::RtFeed::new(rt).map_err(|e| IngestError::Config(e.to_string()))?;
+    }
     let app = Ingest::new(ingest, settings.worker.record_limit(), producer, registry)?;
     Ok(Arc::new(app))
 }
@@ -142,6 +149,43 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> Result
         );
     }
     info!(%addr, topic = %ingest.topic, "listening");
+    let poller = match &ingest.rt {
+        None => None,
+        Some(rt) => {
+            let feed = crate::sink::rt::feed::RtFeed::new(rt)
+                .map_err(|e| IngestError::Config(e.to_string()))?;
+            let nudge = app.nudge("/rt/nudge").expect("made with the settings");
+            let pace = pull::Pace {
+                poll_interval: rt.poll_interval,
+                batch: rt.batch,
+            };
+            let cursor = pull::Cursor::new(&rt.cursor_file);
+            cursor.load().map_err(IngestError::Config)?;
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                let r = pull::follow(
+                    std::sync::Arc::new(feed),
+                    &app.producer,
+                    cursor,
+                    pace,
+                    nudge,
+                    shutdown,
+                )
+                .await;
+                if let Err(e) = &r {
+                    tracing::error!("rt: {e}; no longer following RT's feed");
+                }
+                r
+            }))
+        }
+    };
     server::serve(listener, app, shutdown).await;
+    if let Some(p) = poller {
+        match p.await {
+            Ok(Err(e)) => return Err(IngestError::Config(e)),
+            Err(e) => return Err(IngestError::Config(format!("the RT poller failed: {e}"))),
+            Ok(Ok(())) => {}
+        }
+    }
     Ok(())
 }

@@ -448,6 +448,7 @@ fn auth_header(auth: &HttpAuth) -> Result<Option<HeaderValue>, String> {
             )
         }
         HttpAuth::Bearer(token) => format!("Bearer {}", token.expose()),
+        HttpAuth::Token(token) => format!("token {}", token.expose()),
     };
     let mut v = HeaderValue::from_str(&text)
         .map_err(|_| "the credentials hold characters not allowed in an HTTP header".to_string())?;

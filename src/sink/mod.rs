@@ -8,8 +8,8 @@
 //!
 //! - [`decisions_topic`]: the decision JSON on a Kafka topic, keyed by ticket id.
 //! - [`webhook`]: the decision JSON POSTed to an HTTP endpoint, HMAC-signed.
-//! - [`zendesk`], [`jira`], [`servicenow`], [`freshdesk`]: tags and an internal note written
-//!   back to the ticketing system.
+//! - [`zendesk`], [`jira`], [`servicenow`], [`freshdesk`], [`rt`]: tags and an internal note
+//!   written back to the ticketing system.
 //! - [`http`]: what the HTTP sinks share (base-URL checks, rate limiter, `Retry-After` holds,
 //!   circuit breaker, status mapping, per-ticket locks).
 //! - [`note`]: the note's text, escaped for each system's markup, and its signature.
@@ -29,6 +29,7 @@ pub mod freshdesk;
 pub mod http;
 pub mod jira;
 pub mod note;
+pub mod rt;
 pub mod servicenow;
 pub mod stdout;
 pub mod webhook;
