@@ -186,7 +186,7 @@ pub fn explain(c: &Classifier, t: &Ticket) -> Explained {
         .collect();
     let notes = [
         (
-            "Plain text: webhook, stdout, decisions topic",
+            "Plain text: Request Tracker (a Comment), webhook, stdout, decisions topic",
             "text",
             Markup::Plain,
         ),
