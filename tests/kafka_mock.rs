@@ -7,9 +7,11 @@
 //! - a dead letter acknowledged but its record's offset never committed (a crash): the worker
 //!   that reads the record again writes no second letter, also when it took the partition
 //!   over after its own start-up;
-//! - a record handled twice at once (its first letter still waiting for the broker): one letter;
-//! - a revocation while tickets are in flight: the revoked partition's records finished during
-//!   the revocation are committed, so the new owner does not handle them again.
+//! - a record handled twice at once (its first letter still waiting for the broker): one letter.
+//!
+//! A revocation while tickets are in flight is tested against the real broker
+//! (tests/kafka_rebalance.rs): the mock cluster refuses an offset commit while another member
+//! rejoins, where a real group coordinator accepts it, so the case cannot be told apart here.
 //!
 //! The mock cluster runs inside the test process; a broker outage is `broker_down`.
 
@@ -21,7 +23,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tokio::sync::mpsc;
 
 use triage::config::{KafkaSettings, WorkerSettings};
 use triage::decision::SourceRef;
@@ -133,24 +134,6 @@ async fn next(source: &mut KafkaSource, wait: Duration) -> Option<Record> {
             Ok(None) => panic!("the source ended"),
         }
     }
-}
-
-/// Every record of `source` until `stop` (records are sent on `out` with their acks).
-fn drive(
-    mut source: KafkaSource,
-    out: mpsc::UnboundedSender<Record>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> tokio::task::JoinHandle<KafkaSource> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = &mut stop => return source,
-                r = source.recv() => if let Some(Ok(r)) = r {
-                    let _ = out.send(r);
-                },
-            }
-        }
-    })
 }
 
 fn letter(source: &SourceRef) -> DeadLetter<'_> {
@@ -314,80 +297,4 @@ async fn a_record_dead_lettered_twice_at_once_gets_one_letter() {
             .unwrap();
     }
     assert_eq!(count(&b, DLQ), 2, "two letters for offset 1");
-}
-
-/// A second member joins while the first still has a ticket in flight on the partition it
-/// gives up. The revocation waits for it, and commits it: the new owner starts after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tickets_finished_during_a_revocation_are_not_handled_again_by_the_new_owner() {
-    let c = cluster(2);
-    let b = c.bootstrap_servers();
-    for p in 0..2 {
-        produce(&b, p, 4);
-    }
-    let k = settings(&b, "revoke");
-    let w = worker(Duration::from_secs(600));
-    let mut a = KafkaSource::subscribe(&k, &w).unwrap();
-    // Offsets 0..=2 of both partitions done, offset 3 of each still in flight.
-    let mut held = Vec::new();
-    while held.len() < 2 {
-        let r = next(&mut a, Duration::from_secs(20)).await.expect("record");
-        if r.source.offset == 3 {
-            held.push(r);
-        } else {
-            r.ack.done();
-        }
-    }
-    let (a_tx, mut a_rx) = mpsc::unbounded_channel();
-    let (a_stop, a_stopped) = tokio::sync::oneshot::channel();
-    let a = drive(a, a_tx, a_stopped);
-    let mut bw = KafkaSource::subscribe(&k, &w).unwrap();
-    // The mock cluster starts the rebalance about 3 s after the join; the held tickets finish
-    // 2 s into the revocation, which waits for them.
-    let finisher = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        for r in held {
-            r.ack.done();
-        }
-    });
-    let mut seen = Vec::new();
-    let t0 = Instant::now();
-    while !finisher.is_finished() {
-        seen.extend(next(&mut bw, Duration::from_millis(200)).await);
-        assert!(t0.elapsed() < Duration::from_secs(30));
-    }
-    for p in 0..2 {
-        produce(&b, p, 1);
-    }
-    // The new owner gets its partition and reads on from the committed offset.
-    while seen.is_empty() {
-        seen.extend(next(&mut bw, Duration::from_millis(200)).await);
-        assert!(
-            t0.elapsed() < Duration::from_secs(40),
-            "the new member got no partition"
-        );
-    }
-    while let Some(r) = next(&mut bw, Duration::from_secs(1)).await {
-        seen.push(r);
-    }
-    // Both members stop before anything is asserted, so that a failure does not hang on them.
-    let again: Vec<SourceRef> = seen
-        .iter()
-        .filter(|r| r.source.offset != 4)
-        .map(|r| r.source.clone())
-        .collect();
-    drop(seen);
-    a_stop.send(()).unwrap();
-    let mut a = a.await.unwrap();
-    let mut old_owner = Vec::new();
-    while let Ok(r) = a_rx.try_recv() {
-        old_owner.push(r.source.clone());
-    }
-    a.close().await.unwrap();
-    bw.close().await.unwrap();
-    assert_eq!(again, vec![], "handled again by the new owner");
-    assert!(
-        old_owner.iter().all(|s| s.offset == 4),
-        "old owner after the rebalance: {old_owner:?}"
-    );
 }
