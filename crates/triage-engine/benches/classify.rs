@@ -4,7 +4,8 @@
 //! The mix is the labelled corpus and the hold-out set in `tests/data/` (e-mail threads, HTML,
 //! chat transcripts, phone notes, four languages, one third off-topic). Throughput is in bytes
 //! of subject + body. `scripts/bench-classify` runs this and prints MB/s, tickets/s and the
-//! ratio to the raw scan.
+//! ratio to the raw scan. With `TRIAGE_BENCH_PHRASES=FILE` it also writes the phrase list there
+//! (one a line), for the peers that scripts/bench-peers measures over the same corpus.
 
 use std::hint::black_box;
 
@@ -43,6 +44,10 @@ fn bench(c: &mut Criterion) {
         .ascii_case_insensitive(true)
         .build(classifier.phrases())
         .unwrap();
+    // The same phrase list for the peers of scripts/bench-peers, one phrase a line.
+    if let Some(path) = std::env::var_os("TRIAGE_BENCH_PHRASES") {
+        std::fs::write(path, classifier.phrases().join("\n") + "\n").expect("phrase list");
+    }
 
     let mut g = c.benchmark_group("passkeys");
     g.throughput(Throughput::Bytes(bytes as u64));
