@@ -26,7 +26,11 @@
 //!   `path:line: key: message`; secrets from the environment or files.
 //! - [`pipeline`]: the run loop of `triage run`: recv -> decode -> classify -> post -> store
 //!   offset, with back-pressure, retries, dead letters and a bounded drain on shutdown.
-//! - [`source`]: where records come from: a Kafka consumer group, or JSON Lines.
+//! - [`source`]: where records come from (the [`source::Source`] trait and its acks): a Kafka
+//!   consumer group, or JSON Lines.
+//! - [`kafka`]: the Kafka side: client configuration (`config`), the start-up probe (`probe`),
+//!   the offset tracker that carries the at-least-once guarantee (`offsets`), and the consumer
+//!   with its rebalance callbacks (`consumer`).
 //! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, signed
 //!   webhook, stdout, and the post-back sinks that write tags and an internal note to Zendesk,
 //!   Jira Service Management, ServiceNow and Freshdesk (shared HTTP layer: rate limiter,
@@ -47,6 +51,7 @@ pub use triage_engine::{catalog, classify, decision, eval, reply, text, ticket};
 
 pub mod config;
 pub mod ingest;
+pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;

@@ -747,7 +747,7 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     if let Some(path) = &a.check_config {
         let settings = Settings::load(path)?;
         if let Some(k) = &settings.kafka {
-            triage::source::kafka::check_properties(k, &settings.worker)?;
+            triage::kafka::check_properties(k, &settings.worker)?;
         }
         let c = classifier(&a.catalogue)?;
         println!("ok: {}", path.display());

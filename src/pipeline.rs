@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 use crate::classify::Classifier;
 use crate::config::{Settings, WorkerSettings};
 use crate::decision::Decision;
+use crate::kafka::{self, KafkaSource};
 use crate::metrics::SinkMetrics;
 use crate::reload::{self, LiveCatalogue};
 use crate::server::{Server, Telemetry};
@@ -40,7 +41,6 @@ use crate::sink::webhook::WebhookSink;
 use crate::sink::zendesk::ZendeskSink;
 use crate::sink::{Delivery, SinkError, TicketSink};
 use crate::source::jsonl::JsonlSource;
-use crate::source::kafka::{self, KafkaSource};
 use crate::source::{Record, Source, SourceError};
 use crate::ticket::{Ticket, TicketShape};
 

@@ -26,8 +26,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use triage::config::{KafkaSettings, WorkerSettings};
 use triage::decision::SourceRef;
+use triage::kafka::{self, KafkaSource};
 use triage::sink::dead_letter::{DeadLetter, DeadLetterSink, DeadLetterTopic};
-use triage::source::kafka::{self, KafkaSource};
 use triage::source::{Record, Source};
 
 const INPUT: &str = "in";

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use triage::config::{KafkaSettings, WorkerSettings};
 use triage::decision::SourceRef;
-use triage::source::kafka::KafkaSource;
+use triage::kafka::KafkaSource;
 use triage::source::{Record, Source};
 
 /// Settings for a member of `group` reading `input`.

@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Forward, Settings};
-use crate::source::kafka::{check_connection_async, ConnectError};
+use crate::kafka::{check_connection_async, ConnectError};
 pub use handler::Ingest;
 use produce::{TicketProducer, TopicState};
 

@@ -15,7 +15,7 @@ use rdkafka::ClientContext;
 use tracing::{error, warn};
 
 use crate::config::KafkaSettings;
-use crate::source::kafka::producer_config;
+use crate::kafka::producer_config;
 
 /// Why a record was not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

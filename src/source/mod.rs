@@ -1,7 +1,7 @@
-//! Where ticket records come from: a Kafka consumer group ([`kafka`]) or a JSON Lines file or
-//! standard input ([`jsonl`]). Both hand the pipeline [`Record`]s with an [`Ack`]; a record's
-//! offset may be committed only after its ack is `done()`. rdkafka types stay in here and in
-//! the Kafka sinks.
+//! Where ticket records come from: a Kafka consumer group ([`crate::kafka::KafkaSource`]) or a
+//! JSON Lines file or standard input ([`jsonl`]). Both hand the pipeline [`Record`]s with an
+//! [`Ack`]; a record's offset may be committed only after its ack is `done()`. rdkafka types
+//! stay in `kafka` and in the Kafka sinks.
 
 use std::sync::Arc;
 
@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use crate::decision::SourceRef;
 
 pub mod jsonl;
-pub mod kafka;
 
 /// One raw record, as received.
 pub struct Record {
