@@ -8,7 +8,6 @@
 //! its secrets stay unread ([`SecretRef`]) until that command starts.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +15,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ticket::{Preset, TicketShape};
+
+mod locate;
+mod secret;
+
+pub(crate) use locate::Ctx;
+pub use secret::{Secret, SecretRef};
 
 /// Everything `triage run` needs to know, validated.
 #[derive(Debug, Clone)]
@@ -587,106 +592,6 @@ pub enum Forward {
     Plain,
 }
 
-/// A secret value: shown as `***` by `Debug` and `Display`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value itself: for handing to a client library, never for printing.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Where a secret is read from, kept unread until the part of triage that needs it starts:
-/// `triage run` never reads the webhook secrets of `[ingest]`, and `triage ingest` reads
-/// them at start-up (and `--check-config`). Errors name the file, line and key.
-#[derive(Debug, Clone)]
-pub struct SecretRef {
-    /// The variable, the file, or the value itself.
-    from: SecretFrom,
-    /// The file the reference is in (for errors).
-    path: String,
-    /// Its line there, when known.
-    line: Option<usize>,
-    /// Its key, dotted.
-    field: String,
-}
-
-#[derive(Debug, Clone)]
-enum SecretFrom {
-    Env(String),
-    File(PathBuf),
-    Value(Secret),
-}
-
-impl SecretRef {
-    /// A secret already in hand (for embedding triage as a library, and tests).
-    pub fn value(secret: Secret) -> SecretRef {
-        SecretRef {
-            from: SecretFrom::Value(secret),
-            path: "<value>".into(),
-            line: None,
-            field: String::new(),
-        }
-    }
-
-    /// Read the secret now.
-    pub fn read(&self) -> Result<Secret, ConfigError> {
-        let r = match &self.from {
-            SecretFrom::Value(s) => Ok(s.clone()),
-            SecretFrom::Env(var) => read_env(var),
-            SecretFrom::File(file) => read_file(file),
-        };
-        r.map_err(|message| ConfigError::Invalid {
-            path: self.path.clone(),
-            line: self.line,
-            field: self.field.clone(),
-            message,
-        })
-    }
-}
-
-fn read_env(var: &str) -> Result<Secret, String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(Secret(v)),
-        Ok(_) => Err(format!("environment variable {var} is empty")),
-        Err(_) => Err(format!(
-            "environment variable {var} is not set (export it before starting triage)"
-        )),
-    }
-}
-
-fn read_file(file: &Path) -> Result<Secret, String> {
-    match std::fs::read_to_string(file) {
-        Ok(v) => {
-            let v = v.trim_end_matches(['\r', '\n']).to_string();
-            if v.is_empty() {
-                Err(format!("{} is empty", file.display()))
-            } else {
-                Ok(Secret(v))
-            }
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
-    }
-}
-
 /// A configuration that cannot be used. Never retryable: the file must be fixed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1184,57 +1089,7 @@ impl Settings {
     }
 }
 
-/// The text being validated, for finding where a key is.
-pub(crate) struct Ctx<'a> {
-    text: &'a str,
-    path: String,
-}
-
 impl Ctx<'_> {
-    fn line_at(&self, byte: usize) -> usize {
-        self.text[..byte.min(self.text.len())].matches('\n').count() + 1
-    }
-
-    /// The line of a key (dotted path), or of its nearest enclosing table.
-    fn line_of(&self, field: &str) -> Option<usize> {
-        let doc = toml_edit::ImDocument::parse(self.text).ok()?;
-        let mut table: &dyn toml_edit::TableLike = doc.as_table();
-        let mut line = None;
-        let parts: Vec<&str> = field.split('.').collect();
-        // Keys may themselves contain dots (librdkafka property names): try the longest
-        // remaining key first.
-        let mut i = 0;
-        while i < parts.len() {
-            let mut found = None;
-            for j in (i + 1..=parts.len()).rev() {
-                let key = parts[i..j].join(".");
-                if let Some((k, item)) = table.get_key_value(&key) {
-                    found = Some((j, k.span(), item));
-                    break;
-                }
-            }
-            let (j, span, item) = found?;
-            if let Some(span) = span {
-                line = Some(self.line_at(span.start));
-            }
-            i = j;
-            match item.as_table_like() {
-                Some(t) if i < parts.len() => table = t,
-                _ => break,
-            }
-        }
-        line
-    }
-
-    pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.clone(),
-            line: self.line_of(field),
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-
     fn validate(&self, raw: RawSettings) -> Result<Settings, ConfigError> {
         let w = raw.worker;
         if w.max_in_flight == 0 {
@@ -1498,7 +1353,7 @@ impl Ctx<'_> {
                 };
                 let auth = HttpAuth::Basic {
                     user: key,
-                    password: Secret("X".into()),
+                    password: Secret::new("X"),
                 };
                 Some(FreshdeskSettings {
                     api: self.post_back(
@@ -1583,7 +1438,6 @@ impl Ctx<'_> {
         })
     }
 
-    /// A secret given as `{key}_env` or `{key}_file` (not both), if any.
     /// Basic auth from a user and a secret, or a bearer token: exactly one of the two.
     /// `user` turns the configured user into the one sent (Zendesk adds `/token`).
     fn basic_or_bearer(
@@ -1598,7 +1452,7 @@ impl Ctx<'_> {
         let oauth = self.one_secret(section, "oauth_token", oauth_env, oauth_file)?;
         match (user, secret, oauth) {
             (Some(u), Some(password), None) => Ok(HttpAuth::Basic {
-                user: Secret(user_as_sent(u)),
+                user: Secret::new(user_as_sent(u)),
                 password,
             }),
             (None, None, Some(o)) => Ok(HttpAuth::Bearer(o)),
@@ -1608,28 +1462,6 @@ impl Ctx<'_> {
                     "give {user_key} with {secret_key}_env (or {secret_key}_file), or oauth_token_env (or oauth_token_file), not both"
                 ),
             )),
-        }
-    }
-
-    pub(crate) fn one_secret(
-        &self,
-        section: &str,
-        key: &str,
-        env: Option<String>,
-        file: Option<PathBuf>,
-    ) -> Result<Option<Secret>, ConfigError> {
-        match (env, file) {
-            (Some(_), Some(_)) => Err(self.err(
-                &format!("{section}.{key}_env"),
-                format!("set {key}_env or {key}_file, not both"),
-            )),
-            (Some(env), None) => Ok(Some(
-                self.secret_env(&format!("{section}.{key}_env"), &env)?,
-            )),
-            (None, Some(file)) => Ok(Some(
-                self.secret_file(&format!("{section}.{key}_file"), &file)?,
-            )),
-            (None, None) => Ok(None),
         }
     }
 
@@ -1974,38 +1806,6 @@ impl Ctx<'_> {
         Ok(h.to_ascii_lowercase())
     }
 
-    /// `<name>_env` / `<name>_file` in `section`: at most one of them.
-    pub(crate) fn secret_pair(
-        &self,
-        section: &str,
-        name: &str,
-        env: Option<String>,
-        file: Option<PathBuf>,
-    ) -> Result<Option<SecretRef>, ConfigError> {
-        match (env, file) {
-            (Some(_), Some(_)) => Err(self.err(
-                &format!("{section}.{name}_env"),
-                format!("set {name}_env or {name}_file, not both"),
-            )),
-            (Some(env), None) => {
-                if env.is_empty() {
-                    return Err(self.err(
-                        &format!("{section}.{name}_env"),
-                        "must name an environment variable",
-                    ));
-                }
-                Ok(Some(self.secret_ref(
-                    &format!("{section}.{name}_env"),
-                    SecretFrom::Env(env),
-                )))
-            }
-            (None, Some(file)) => Ok(Some(
-                self.secret_ref(&format!("{section}.{name}_file"), SecretFrom::File(file)),
-            )),
-            (None, None) => Ok(None),
-        }
-    }
-
     fn topic(&self, field: &str, t: &str) -> Result<(), ConfigError> {
         let valid = !t.is_empty()
             && t.len() <= 249
@@ -2104,24 +1904,6 @@ impl Ctx<'_> {
             producer_properties,
             secret_properties,
         })
-    }
-
-    fn secret_env(&self, field: &str, var: &str) -> Result<Secret, ConfigError> {
-        read_env(var).map_err(|m| self.err(field, m))
-    }
-
-    fn secret_file(&self, field: &str, file: &Path) -> Result<Secret, ConfigError> {
-        read_file(file).map_err(|m| self.err(field, m))
-    }
-
-    /// A reference to a secret, to be read when needed.
-    fn secret_ref(&self, field: &str, from: SecretFrom) -> SecretRef {
-        SecretRef {
-            from,
-            path: self.path.clone(),
-            line: self.line_of(field),
-            field: field.to_string(),
-        }
     }
 }
 
