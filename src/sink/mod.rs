@@ -10,6 +10,7 @@
 //! - [`webhook`]: the decision JSON POSTed to an HTTP endpoint, HMAC-signed.
 //! - [`zendesk`], [`jira`], [`servicenow`], [`freshdesk`], [`rt`]: tags and an internal note
 //!   written back to the ticketing system.
+//! - [`config`]: what every post-back sink's section shares (mode, credentials, limits).
 //! - [`http`]: what the HTTP sinks share (base-URL checks, rate limiter, `Retry-After` holds,
 //!   circuit breaker, status mapping, per-ticket locks).
 //! - [`note`]: the note's text, escaped for each system's markup, and its signature.
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use crate::decision::{Decision, SourceRef};
 use crate::ticket::Ticket;
 
+pub mod config;
 pub mod dead_letter;
 pub mod decisions_topic;
 pub mod freshdesk;

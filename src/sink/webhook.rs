@@ -19,9 +19,10 @@ use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 use tracing::info;
 
-use super::http::{check_base_url, retry_after, Api, Call};
+use super::config::{check_base_url, HttpAuth, Mode};
+use super::http::{retry_after, Api, Call};
 use super::{Delivery, SinkError, TicketSink};
-use crate::config::{HttpAuth, Mode, Secret, WebhookSettings};
+use crate::config::{Secret, WebhookSettings};
 use crate::decision::DecisionRecord;
 
 /// The signature header's name.
