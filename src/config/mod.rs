@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sink::config::{raw_limits, HttpAuth, Mode, PostBackSettings, SinkLimits};
+use crate::sink::config::{raw_limits, HttpAuth, Mode, PostBackSettings};
 use crate::ticket::{Preset, TicketShape};
 
 mod locate;
@@ -221,7 +221,7 @@ pub struct SinkSettings {
     /// Print each decision on standard output as one JSON line.
     pub stdout: bool,
     /// POST each decision to an HTTP endpoint.
-    pub webhook: Option<WebhookSettings>,
+    pub webhook: Option<crate::sink::webhook::config::WebhookSettings>,
     /// Tags and an internal note in Zendesk.
     pub zendesk: Option<ZendeskSettings>,
     /// Labels and an internal comment in Jira Service Management.
@@ -289,21 +289,6 @@ pub struct ServiceNowSettings {
 pub struct FreshdeskSettings {
     /// Base URL, credentials (`{api_key}:X`), mode, limits.
     pub api: PostBackSettings,
-}
-
-/// The `[sink.webhook]` section.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    /// Where to POST (https, or http on loopback only).
-    pub url: String,
-    /// Sent as `Authorization: Bearer …` when set.
-    pub bearer_token: Option<Secret>,
-    /// Key of the `X-Triage-Signature-256: sha256=<hex HMAC-SHA256 of the body>` header.
-    pub signing_secret: Option<Secret>,
-    /// `shadow` posts nothing; any other mode posts the whole decision.
-    pub mode: Mode,
-    /// Rate limit, timeout, circuit breaker.
-    pub limits: SinkLimits,
 }
 
 /// The `[ingest]` section: the HTTP server that turns help-desk webhooks into records on the
@@ -692,27 +677,12 @@ impl Default for RawWorker {
 #[serde(deny_unknown_fields)]
 struct RawSink {
     stdout: Option<bool>,
-    webhook: Option<RawWebhook>,
+    webhook: Option<crate::sink::webhook::config::RawWebhook>,
     zendesk: Option<RawZendesk>,
     jira: Option<RawJira>,
     servicenow: Option<RawServiceNow>,
     freshdesk: Option<RawFreshdesk>,
     rt: Option<crate::sink::rt::config::RawRt>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebhook {
-    url: String,
-    mode: Option<Mode>,
-    bearer_token_env: Option<String>,
-    bearer_token_file: Option<PathBuf>,
-    signing_secret_env: Option<String>,
-    signing_secret_file: Option<PathBuf>,
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -868,8 +838,6 @@ pub const DEFAULT_RPM_JIRA: u32 = 100;
 pub const DEFAULT_RPM_SERVICENOW: u32 = 60;
 /// See [`DEFAULT_RPM_ZENDESK`].
 pub const DEFAULT_RPM_FRESHDESK: u32 = 40;
-/// See [`DEFAULT_RPM_ZENDESK`].
-pub const DEFAULT_RPM_WEBHOOK: u32 = 6000;
 
 /// Properties that have their own key or that the worker's guarantees depend on.
 const RESERVED: &[(&str, &str)] = &[
@@ -1109,32 +1077,7 @@ impl Ctx<'_> {
 
     /// The `[sink]` section; `stdout` defaults to `default_stdout` (on without Kafka).
     fn sinks(&self, raw: RawSink, default_stdout: bool) -> Result<SinkSettings, ConfigError> {
-        let webhook = match raw.webhook {
-            None => None,
-            Some(wh) => {
-                let s = "sink.webhook";
-                crate::sink::config::check_base_url(&wh.url)
-                    .map_err(|e| self.err(&format!("{s}.url"), e.0))?;
-                let limits = self.limits(s, raw_limits!(wh), DEFAULT_RPM_WEBHOOK)?;
-                Some(WebhookSettings {
-                    url: wh.url,
-                    bearer_token: self.one_secret(
-                        s,
-                        "bearer_token",
-                        wh.bearer_token_env,
-                        wh.bearer_token_file,
-                    )?,
-                    signing_secret: self.one_secret(
-                        s,
-                        "signing_secret",
-                        wh.signing_secret_env,
-                        wh.signing_secret_file,
-                    )?,
-                    mode: wh.mode.unwrap_or(Mode::TagAndNote),
-                    limits,
-                })
-            }
-        };
+        let webhook = raw.webhook.map(|w| w.validate(self)).transpose()?;
         let zendesk = match raw.zendesk {
             None => None,
             Some(z) => {
@@ -1716,14 +1659,16 @@ impl Ctx<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Settings, ConfigError> {
+    /// Settings from `text`, as if read from `triage.toml`.
+    pub(crate) fn parse(text: &str) -> Result<Settings, ConfigError> {
         Settings::parse(text, Path::new("triage.toml"))
     }
 
-    const KAFKA: &str = r#"
+    /// A minimal `[kafka]` section (lines 2 to 7).
+    pub(crate) const KAFKA: &str = r#"
 [kafka]
 bootstrap_servers = "127.0.0.1:9092"
 group_id = "triage"
@@ -1867,47 +1812,6 @@ dead_letter_topic = "tickets-dlq"
         .unwrap_err()
         .to_string();
         assert!(e.contains("triage stores offsets itself"), "{e}");
-    }
-
-    #[test]
-    fn secrets_come_from_env_or_file_and_never_show() {
-        std::env::set_var("TRIAGE_TEST_SECRET_1", "s3cr3t-value");
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("token");
-        std::fs::write(&f, "file-token\n").unwrap();
-        let text = format!(
-            "{KAFKA}[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.username\" = \"u\"\n[kafka.secret_properties]\n\"sasl.password\" = {{ env = \"TRIAGE_TEST_SECRET_1\" }}\n[sink.webhook]\nurl = \"http://127.0.0.1:1/hook\"\nbearer_token_file = \"{}\"\n",
-            f.display()
-        );
-        let s = parse(&text).unwrap();
-        let k = s.kafka.as_ref().unwrap();
-        assert_eq!(
-            k.secret_properties["sasl.password"].expose(),
-            "s3cr3t-value"
-        );
-        assert_eq!(
-            s.sink
-                .webhook
-                .as_ref()
-                .unwrap()
-                .bearer_token
-                .as_ref()
-                .unwrap()
-                .expose(),
-            "file-token"
-        );
-        let debug = format!("{s:?}");
-        assert!(
-            !debug.contains("s3cr3t-value") && !debug.contains("file-token"),
-            "{debug}"
-        );
-
-        let e = parse(&format!(
-            "{KAFKA}[kafka.secret_properties]\n\"sasl.password\" = {{ env = \"TRIAGE_TEST_UNSET_VARIABLE\" }}\n"
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("TRIAGE_TEST_UNSET_VARIABLE is not set"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! retried (honouring `Retry-After` in seconds or as an HTTP date); any other 4xx rejects the
 //! ticket for good (dead letter, with the status and the start of the response body).
 
+pub mod config;
+
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -19,10 +21,11 @@ use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 use tracing::info;
 
+use self::config::WebhookSettings;
 use super::config::{check_base_url, HttpAuth, Mode};
 use super::http::{retry_after, Api, Call};
 use super::{Delivery, SinkError, TicketSink};
-use crate::config::{Secret, WebhookSettings};
+use crate::config::Secret;
 use crate::decision::DecisionRecord;
 
 /// The signature header's name.
