@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sink::config::{raw_limits, HttpAuth, Mode, PostBackSettings};
 use crate::ticket::{Preset, TicketShape};
 
 mod locate;
@@ -223,13 +222,13 @@ pub struct SinkSettings {
     /// POST each decision to an HTTP endpoint.
     pub webhook: Option<crate::sink::webhook::config::WebhookSettings>,
     /// Tags and an internal note in Zendesk.
-    pub zendesk: Option<ZendeskSettings>,
+    pub zendesk: Option<crate::sink::zendesk::config::ZendeskSettings>,
     /// Labels and an internal comment in Jira Service Management.
-    pub jira: Option<JiraSettings>,
+    pub jira: Option<crate::sink::jira::config::JiraSettings>,
     /// A work note and a symptom field in ServiceNow.
-    pub servicenow: Option<ServiceNowSettings>,
+    pub servicenow: Option<crate::sink::servicenow::config::ServiceNowSettings>,
     /// Tags and a private note in Freshdesk.
-    pub freshdesk: Option<FreshdeskSettings>,
+    pub freshdesk: Option<crate::sink::freshdesk::config::FreshdeskSettings>,
     /// Tags (a custom field) and a comment in Request Tracker.
     pub rt: Option<crate::sink::rt::config::RtSettings>,
 }
@@ -245,50 +244,6 @@ impl SinkSettings {
             || self.freshdesk.is_some()
             || self.rt.is_some()
     }
-}
-
-/// The `[sink.zendesk]` section.
-#[derive(Debug, Clone)]
-pub struct ZendeskSettings {
-    /// Base URL, credentials (`{email}/token:{token}` or OAuth), mode, limits.
-    pub api: PostBackSettings,
-}
-
-/// The `[sink.jira]` section.
-#[derive(Debug, Clone)]
-pub struct JiraSettings {
-    /// Base URL, credentials (`email:api_token` or OAuth), mode, limits.
-    pub api: PostBackSettings,
-}
-
-/// How ServiceNow tickets are identified in the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceNowId {
-    /// The ticket id is the record's `sys_id`.
-    SysId,
-    /// The ticket id is the record's `number` (INC0010001); triage looks the sys_id up.
-    Number,
-}
-
-/// The `[sink.servicenow]` section.
-#[derive(Debug, Clone)]
-pub struct ServiceNowSettings {
-    /// Base URL, credentials (basic or OAuth), mode, limits.
-    pub api: PostBackSettings,
-    /// The table the tickets live in (`incident`).
-    pub table: String,
-    /// The field that receives the symptom ids; it also marks the record as handled.
-    pub symptom_field: String,
-    /// Whether ticket ids are sys_ids or numbers.
-    pub ticket_id: ServiceNowId,
-}
-
-/// The `[sink.freshdesk]` section.
-#[derive(Debug, Clone)]
-pub struct FreshdeskSettings {
-    /// Base URL, credentials (`{api_key}:X`), mode, limits.
-    pub api: PostBackSettings,
 }
 
 /// The `[ingest]` section: the HTTP server that turns help-desk webhooks into records on the
@@ -678,29 +633,11 @@ impl Default for RawWorker {
 struct RawSink {
     stdout: Option<bool>,
     webhook: Option<crate::sink::webhook::config::RawWebhook>,
-    zendesk: Option<RawZendesk>,
-    jira: Option<RawJira>,
-    servicenow: Option<RawServiceNow>,
-    freshdesk: Option<RawFreshdesk>,
+    zendesk: Option<crate::sink::zendesk::config::RawZendesk>,
+    jira: Option<crate::sink::jira::config::RawJira>,
+    servicenow: Option<crate::sink::servicenow::config::RawServiceNow>,
+    freshdesk: Option<crate::sink::freshdesk::config::RawFreshdesk>,
     rt: Option<crate::sink::rt::config::RawRt>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawZendesk {
-    base_url: String,
-    mode: Option<Mode>,
-    email: Option<String>,
-    api_token_env: Option<String>,
-    api_token_file: Option<PathBuf>,
-    oauth_token_env: Option<String>,
-    oauth_token_file: Option<PathBuf>,
-    #[serde(default)]
-    allow_public_reply: bool,
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -771,73 +708,6 @@ struct RawSource {
     author: Option<String>,
     updated: Option<String>,
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJira {
-    base_url: String,
-    mode: Option<Mode>,
-    email: Option<String>,
-    api_token_env: Option<String>,
-    api_token_file: Option<PathBuf>,
-    oauth_token_env: Option<String>,
-    oauth_token_file: Option<PathBuf>,
-    #[serde(default)]
-    allow_public_reply: bool,
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServiceNow {
-    base_url: String,
-    mode: Option<Mode>,
-    table: Option<String>,
-    symptom_field: String,
-    ticket_id: Option<ServiceNowId>,
-    username: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    oauth_token_env: Option<String>,
-    oauth_token_file: Option<PathBuf>,
-    #[serde(default)]
-    allow_public_reply: bool,
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFreshdesk {
-    base_url: String,
-    mode: Option<Mode>,
-    api_key_env: Option<String>,
-    api_key_file: Option<PathBuf>,
-    #[serde(default)]
-    allow_public_reply: bool,
-    timeout_ms: Option<u64>,
-    requests_per_minute: Option<u32>,
-    circuit_breaker_failures: Option<u32>,
-    circuit_breaker_open_ms: Option<u64>,
-}
-
-/// Default requests per minute, safely below each vendor's published limits: Zendesk's Update
-/// Ticket endpoint allows about 100 per minute per account (plans 200+ overall); Freshdesk's
-/// smallest plans allow 3,000 per hour, or 200 per minute with 80 ticket updates; Jira Cloud
-/// limits writes per issue (20 per 2 s, 100 per 30 s) and by cost; ServiceNow's limits are set
-/// per instance.
-pub const DEFAULT_RPM_ZENDESK: u32 = 80;
-/// See [`DEFAULT_RPM_ZENDESK`].
-pub const DEFAULT_RPM_JIRA: u32 = 100;
-/// See [`DEFAULT_RPM_ZENDESK`].
-pub const DEFAULT_RPM_SERVICENOW: u32 = 60;
-/// See [`DEFAULT_RPM_ZENDESK`].
-pub const DEFAULT_RPM_FRESHDESK: u32 = 40;
 
 /// Properties that have their own key or that the worker's guarantees depend on.
 const RESERVED: &[(&str, &str)] = &[
@@ -1078,133 +948,10 @@ impl Ctx<'_> {
     /// The `[sink]` section; `stdout` defaults to `default_stdout` (on without Kafka).
     fn sinks(&self, raw: RawSink, default_stdout: bool) -> Result<SinkSettings, ConfigError> {
         let webhook = raw.webhook.map(|w| w.validate(self)).transpose()?;
-        let zendesk = match raw.zendesk {
-            None => None,
-            Some(z) => {
-                let s = "sink.zendesk";
-                let auth = self.basic_or_bearer(
-                    s,
-                    (z.email, "email"),
-                    ("api_token", z.api_token_env, z.api_token_file),
-                    (z.oauth_token_env, z.oauth_token_file),
-                    |email| format!("{email}/token"),
-                )?;
-                Some(ZendeskSettings {
-                    api: self.post_back(
-                        s,
-                        &z.base_url,
-                        auth,
-                        z.mode,
-                        z.allow_public_reply,
-                        raw_limits!(z),
-                        DEFAULT_RPM_ZENDESK,
-                    )?,
-                })
-            }
-        };
-        let jira = match raw.jira {
-            None => None,
-            Some(j) => {
-                let s = "sink.jira";
-                let auth = self.basic_or_bearer(
-                    s,
-                    (j.email, "email"),
-                    ("api_token", j.api_token_env, j.api_token_file),
-                    (j.oauth_token_env, j.oauth_token_file),
-                    |u| u,
-                )?;
-                Some(JiraSettings {
-                    api: self.post_back(
-                        s,
-                        &j.base_url,
-                        auth,
-                        j.mode,
-                        j.allow_public_reply,
-                        raw_limits!(j),
-                        DEFAULT_RPM_JIRA,
-                    )?,
-                })
-            }
-        };
-        let servicenow = match raw.servicenow {
-            None => None,
-            Some(n) => {
-                let s = "sink.servicenow";
-                let auth = self.basic_or_bearer(
-                    s,
-                    (n.username, "username"),
-                    ("password", n.password_env, n.password_file),
-                    (n.oauth_token_env, n.oauth_token_file),
-                    |u| u,
-                )?;
-                let name = |v: &str| {
-                    !v.is_empty()
-                        && v.bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                };
-                let table = n.table.unwrap_or_else(|| "incident".into());
-                if !name(&table) {
-                    return Err(self.err(
-                        &format!("{s}.table"),
-                        format!("`{table}` is not a table name (a-z, 0-9, _), e.g. \"incident\""),
-                    ));
-                }
-                if !name(&n.symptom_field) {
-                    return Err(self.err(
-                        &format!("{s}.symptom_field"),
-                        format!(
-                            "`{}` is not a field name (a-z, 0-9, _), e.g. \"u_triage_symptom\"",
-                            n.symptom_field
-                        ),
-                    ));
-                }
-                if ["work_notes", "comments"].contains(&n.symptom_field.as_str()) {
-                    return Err(self.err(
-                        &format!("{s}.symptom_field"),
-                        "must be a field of its own, not a journal field",
-                    ));
-                }
-                Some(ServiceNowSettings {
-                    api: self.post_back(
-                        s,
-                        &n.base_url,
-                        auth,
-                        n.mode,
-                        n.allow_public_reply,
-                        raw_limits!(n),
-                        DEFAULT_RPM_SERVICENOW,
-                    )?,
-                    table,
-                    symptom_field: n.symptom_field,
-                    ticket_id: n.ticket_id.unwrap_or(ServiceNowId::SysId),
-                })
-            }
-        };
-        let freshdesk = match raw.freshdesk {
-            None => None,
-            Some(f) => {
-                let s = "sink.freshdesk";
-                let Some(key) = self.one_secret(s, "api_key", f.api_key_env, f.api_key_file)?
-                else {
-                    return Err(self.err(s, "give api_key_env (or api_key_file)"));
-                };
-                let auth = HttpAuth::Basic {
-                    user: key,
-                    password: Secret::new("X"),
-                };
-                Some(FreshdeskSettings {
-                    api: self.post_back(
-                        s,
-                        &f.base_url,
-                        auth,
-                        f.mode,
-                        f.allow_public_reply,
-                        raw_limits!(f),
-                        DEFAULT_RPM_FRESHDESK,
-                    )?,
-                })
-            }
-        };
+        let zendesk = raw.zendesk.map(|r| r.validate(self)).transpose()?;
+        let jira = raw.jira.map(|r| r.validate(self)).transpose()?;
+        let servicenow = raw.servicenow.map(|r| r.validate(self)).transpose()?;
+        let freshdesk = raw.freshdesk.map(|r| r.validate(self)).transpose()?;
         Ok(SinkSettings {
             stdout: raw.stdout.unwrap_or(default_stdout),
             webhook,
@@ -1864,69 +1611,6 @@ dead_letter_topic = "tickets-dlq"
             e.starts_with("triage.toml:2: catalogue.watch_interval_ms: "),
             "{e}"
         );
-    }
-
-    #[test]
-    fn sink_sections_validate_urls_secrets_and_keys() {
-        std::env::set_var("TRIAGE_TEST_ZD_TOKEN", "zd-very-secret");
-        let zd = "[sink.zendesk]\nbase_url = \"https://acme.zendesk.com\"\nemail = \"bot@acme.example\"\napi_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n";
-        let s = parse(&format!("{KAFKA}{zd}")).unwrap();
-        let z = s.sink.zendesk.as_ref().unwrap();
-        assert_eq!(z.api.mode, Mode::TagAndNote);
-        assert_eq!(z.api.limits.requests_per_minute, DEFAULT_RPM_ZENDESK);
-        assert!(!z.api.allow_public_reply);
-        match &z.api.auth {
-            HttpAuth::Basic { user, password } => {
-                assert_eq!(user.expose(), "bot@acme.example/token");
-                assert_eq!(password.expose(), "zd-very-secret");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(!format!("{s:?}").contains("zd-very-secret"));
-
-        // Plain http only on loopback.
-        let e = parse(&zd.replace("https://acme", "http://acme"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("triage.toml:2: sink.zendesk.base_url: ") && e.contains("loopback"),
-            "{e}"
-        );
-        assert!(parse(&zd.replace("https://acme.zendesk.com", "http://127.0.0.1:8080")).is_ok());
-        // Unknown keys, modes, units.
-        let e = parse(&format!("{zd}timeout = 5\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown field `timeout`"), "{e}");
-        let e = parse(&format!("{zd}mode = \"notes\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sink.zendesk.mode"), "{e}");
-        assert_eq!(
-            parse(&format!("{zd}mode = \"shadow\"\n"))
-                .unwrap()
-                .sink
-                .zendesk
-                .unwrap()
-                .api
-                .mode,
-            Mode::Shadow
-        );
-        let e = parse(&format!("{zd}oauth_token_env = \"TRIAGE_TEST_ZD_TOKEN\"\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not both"), "{e}");
-        let e = parse("[sink.servicenow]\nbase_url = \"https://x.service-now.com\"\nsymptom_field = \"work_notes\"\nusername = \"u\"\npassword_env = \"TRIAGE_TEST_ZD_TOKEN\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sink.servicenow.symptom_field"), "{e}");
-        let e = parse("[sink.freshdesk]\nbase_url = \"https://x.freshdesk.com\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("api_key_env"), "{e}");
-        // A post-back sink is somewhere to write.
-        let text = KAFKA.replace("decisions_topic = \"decisions\"\n", "");
-        assert!(parse(&format!("{text}{zd}")).is_ok());
     }
 
     #[test]
