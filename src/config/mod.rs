@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sink::{RawSink, SinkSettings};
 use crate::ticket::{Preset, TicketShape};
 
 mod locate;
@@ -211,38 +212,6 @@ impl Oversize {
             Oversize::DeadLetter => "dead-letter",
             Oversize::ScanPrefix => "scan-prefix",
         }
-    }
-}
-
-/// The `[sink]` section: every sink configured here runs, each decision goes to all of them.
-#[derive(Debug, Clone, Default)]
-pub struct SinkSettings {
-    /// Print each decision on standard output as one JSON line.
-    pub stdout: bool,
-    /// POST each decision to an HTTP endpoint.
-    pub webhook: Option<crate::sink::webhook::config::WebhookSettings>,
-    /// Tags and an internal note in Zendesk.
-    pub zendesk: Option<crate::sink::zendesk::config::ZendeskSettings>,
-    /// Labels and an internal comment in Jira Service Management.
-    pub jira: Option<crate::sink::jira::config::JiraSettings>,
-    /// A work note and a symptom field in ServiceNow.
-    pub servicenow: Option<crate::sink::servicenow::config::ServiceNowSettings>,
-    /// Tags and a private note in Freshdesk.
-    pub freshdesk: Option<crate::sink::freshdesk::config::FreshdeskSettings>,
-    /// Tags (a custom field) and a comment in Request Tracker.
-    pub rt: Option<crate::sink::rt::config::RtSettings>,
-}
-
-impl SinkSettings {
-    /// Whether any sink besides the decisions topic is configured.
-    pub fn any(&self) -> bool {
-        self.stdout
-            || self.webhook.is_some()
-            || self.zendesk.is_some()
-            || self.jira.is_some()
-            || self.servicenow.is_some()
-            || self.freshdesk.is_some()
-            || self.rt.is_some()
     }
 }
 
@@ -628,18 +597,6 @@ impl Default for RawWorker {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawSink {
-    stdout: Option<bool>,
-    webhook: Option<crate::sink::webhook::config::RawWebhook>,
-    zendesk: Option<crate::sink::zendesk::config::RawZendesk>,
-    jira: Option<crate::sink::jira::config::RawJira>,
-    servicenow: Option<crate::sink::servicenow::config::RawServiceNow>,
-    freshdesk: Option<crate::sink::freshdesk::config::RawFreshdesk>,
-    rt: Option<crate::sink::rt::config::RawRt>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawIngest {
@@ -889,7 +846,7 @@ impl Ctx<'_> {
         let input = worker.limit_shape(self.input(raw.input, worker.max_ticket_bytes)?);
         let kafka = raw.kafka.map(|k| self.kafka(k)).transpose()?;
 
-        let sink = self.sinks(raw.sink, kafka.is_none())?;
+        let sink = raw.sink.validate(self, kafka.is_none())?;
         if let Some(k) = &kafka {
             if k.decisions_topic.is_none() && !sink.any() {
                 return Err(self.err(
@@ -942,24 +899,6 @@ impl Ctx<'_> {
             server,
             log,
             catalogue,
-        })
-    }
-
-    /// The `[sink]` section; `stdout` defaults to `default_stdout` (on without Kafka).
-    fn sinks(&self, raw: RawSink, default_stdout: bool) -> Result<SinkSettings, ConfigError> {
-        let webhook = raw.webhook.map(|w| w.validate(self)).transpose()?;
-        let zendesk = raw.zendesk.map(|r| r.validate(self)).transpose()?;
-        let jira = raw.jira.map(|r| r.validate(self)).transpose()?;
-        let servicenow = raw.servicenow.map(|r| r.validate(self)).transpose()?;
-        let freshdesk = raw.freshdesk.map(|r| r.validate(self)).transpose()?;
-        Ok(SinkSettings {
-            stdout: raw.stdout.unwrap_or(default_stdout),
-            webhook,
-            zendesk,
-            jira,
-            servicenow,
-            freshdesk,
-            rt: raw.rt.map(|r| r.validate(self)).transpose()?,
         })
     }
 
