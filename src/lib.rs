@@ -22,8 +22,10 @@
 //! - [`eval`]: precision, recall and F1 of a catalogue over labelled tickets.
 //!
 //! The rest is this crate: the worker, the ingest server and what they share.
-//! - [`config`]: `triage.toml` -> [`config::Settings`] for the worker; errors as
-//!   `path:line: key: message`; secrets from the environment or files.
+//! - [`config`]: `triage.toml` -> [`config::Settings`] for the worker, and the sections every
+//!   part shares (`[kafka]`, `[input]`, `[worker]`, `[server]`, `[log]`, `[catalogue]`);
+//!   `config/locate.rs` words every error as `path:line: key: message`, `config/secret.rs`
+//!   reads secrets from the environment or files. Other sections are read next to their code.
 //! - [`pipeline`]: the run loop of `triage run`: recv -> decode -> classify -> post -> store
 //!   offset, with back-pressure, retries, dead letters and a bounded drain on shutdown.
 //! - [`source`]: where records come from (the [`source::Source`] trait and its acks): a Kafka
@@ -33,10 +35,14 @@
 //!   with its rebalance callbacks (`consumer`).
 //! - [`sink`]: where decisions go (the [`sink::TicketSink`] trait): decisions topic, signed
 //!   webhook, stdout, and the post-back sinks that write tags and an internal note to Zendesk,
-//!   Jira Service Management, ServiceNow and Freshdesk (shared HTTP layer: rate limiter,
-//!   `Retry-After` holds, circuit breaker); and dead letters.
+//!   Jira Service Management, ServiceNow, Freshdesk and Request Tracker (shared HTTP layer:
+//!   rate limiter, `Retry-After` holds, circuit breaker); and dead letters. `sink/mod.rs` reads
+//!   `[sink]` and builds the sinks, the one place that names them all; each
+//!   `sink/<name>/config.rs` reads and checks `[sink.<name>]`, and `sink/config.rs` what those
+//!   sections share.
 //! - [`ingest`]: `triage ingest`, the HTTP server that verifies help-desk webhooks and
-//!   produces them to the input topic, answering 2xx only once Kafka has acknowledged.
+//!   produces them to the input topic, answering 2xx only once Kafka has acknowledged;
+//!   `ingest/config.rs` reads and checks the `[ingest]` tables.
 //! - [`metrics`]: the Prometheus registry and one named method per event
 //!   (`ticket_classified`, `dead_lettered`, …); call sites never build metric names.
 //! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP, and the readiness state.

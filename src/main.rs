@@ -899,7 +899,8 @@ fn suggest_cmd(a: SuggestArgs) -> Result<ExitCode> {
 }
 
 fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
-    use triage::config::{Forward, Settings};
+    use triage::config::Settings;
+    use triage::ingest::config::Forward;
     let path = a
         .check_config
         .as_ref()

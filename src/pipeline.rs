@@ -33,12 +33,7 @@ use crate::reload::{self, LiveCatalogue};
 use crate::server::{Server, Telemetry};
 use crate::sink::dead_letter::{DeadLetter, DeadLetterSink, DeadLetterTopic, StderrDeadLetters};
 use crate::sink::decisions_topic::DecisionsTopic;
-use crate::sink::freshdesk::FreshdeskSink;
-use crate::sink::jira::JiraSink;
-use crate::sink::servicenow::ServiceNowSink;
 use crate::sink::stdout::StdoutSink;
-use crate::sink::webhook::WebhookSink;
-use crate::sink::zendesk::ZendeskSink;
 use crate::sink::{Delivery, SinkError, TicketSink};
 use crate::source::jsonl::JsonlSource;
 use crate::source::{Record, Source, SourceError};
@@ -216,39 +211,12 @@ pub fn ticketing_sinks(
     settings: &Settings,
     classifier: &Classifier,
 ) -> Result<Vec<Arc<dyn TicketSink>>, RunError> {
-    let setup = |e: SinkError| RunError::Setup(e.to_string());
-    let s = &settings.sink;
-    let catalog = classifier.catalog().clone();
-    let marker = settings.worker.marker_tag.as_str();
-    let mut sinks: Vec<Arc<dyn TicketSink>> = Vec::new();
-    if let Some(w) = &s.webhook {
-        sinks.push(Arc::new(WebhookSink::new(w).map_err(setup)?));
-    }
-    if let Some(z) = &s.zendesk {
-        sinks.push(Arc::new(
-            ZendeskSink::new(z, catalog.clone(), marker).map_err(setup)?,
-        ));
-    }
-    if let Some(j) = &s.jira {
-        sinks.push(Arc::new(
-            JiraSink::new(j, catalog.clone(), marker).map_err(setup)?,
-        ));
-    }
-    if let Some(n) = &s.servicenow {
-        sinks.push(Arc::new(
-            ServiceNowSink::new(n, catalog.clone(), marker).map_err(setup)?,
-        ));
-    }
-    if let Some(f) = &s.freshdesk {
-        sinks.push(Arc::new(
-            FreshdeskSink::new(f, catalog.clone(), marker).map_err(setup)?,
-        ));
-    }
-    if let Some(r) = &s.rt {
-        sinks.push(Arc::new(
-            crate::sink::rt::RtSink::new(r, catalog.clone(), marker).map_err(setup)?,
-        ));
-    }
+    let sinks = crate::sink::build(
+        &settings.sink,
+        classifier.catalog(),
+        &settings.worker.marker_tag,
+    )
+    .map_err(|e| RunError::Setup(e.to_string()))?;
     for sink in &sinks {
         info!(sink = sink.name(), "posting decisions back");
     }

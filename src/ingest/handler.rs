@@ -22,12 +22,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use super::config::{Forward, IngestSettings, SourceKind};
 use super::metrics::{IngestMetrics, Outcome};
 use super::produce::{ProduceError, TicketProducer, TopicState};
 use super::replay::{Replay, ReplayCache};
 use super::verify::{Refusal, Verifier};
 use super::IngestError;
-use crate::config::{Forward, IngestSettings, SourceKind};
 use crate::ticket::{DecodeError, Ticket, TicketShape};
 
 /// The response type of every route.

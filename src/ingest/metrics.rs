@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::config::SourceKind;
+use super::config::SourceKind;
 
 /// What became of one webhook request: the `outcome` label, and the status it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

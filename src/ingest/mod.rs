@@ -3,7 +3,7 @@
 //! topic keyed by ticket id (so one ticket's events stay in order on one partition), and
 //! answers 2xx only once Kafka has acknowledged it.
 //!
-//! Routes (one per configured source, see [`crate::config::SourceKind::path`]):
+//! Routes (one per configured source, see [`config::SourceKind::path`]):
 //!
 //! | route | authentication |
 //! | --- | --- |
@@ -30,6 +30,7 @@
 //! - [`server`]: connections, timeouts and graceful shutdown.
 //! - [`pull`]: help desks that cannot push (Request Tracker): their feed, followed.
 
+pub mod config;
 pub mod handler;
 pub mod metrics;
 pub mod produce;
@@ -47,7 +48,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{Forward, Settings};
+use self::config::Forward;
+use crate::config::Settings;
 use crate::kafka::{check_connection_async, ConnectError};
 pub use handler::Ingest;
 use produce::{TicketProducer, TopicState};

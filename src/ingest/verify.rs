@@ -24,8 +24,9 @@ use hyper::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::config::IngestAuth;
 use super::replay::Mac;
-use crate::config::{ConfigError, IngestAuth, SecretRef};
+use crate::config::{ConfigError, SecretRef};
 
 type HmacSha256 = Hmac<Sha256>;
 

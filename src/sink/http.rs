@@ -1,5 +1,5 @@
 //! What every HTTP post-back sink shares: one client per sink (rustls, certificate checks on),
-//! base-URL checks, authentication, a rate limiter, `Retry-After` holds, a circuit breaker, and
+//! authentication, a rate limiter, `Retry-After` holds, a circuit breaker, and
 //! the mapping from HTTP outcomes to [`SinkError`].
 //!
 //! Retry policy (the pipeline does the waiting, never the poll loop):
@@ -22,19 +22,19 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::{Method, StatusCode, Url};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, info, warn};
 
-use super::webhook::retry_after;
+use super::config::{HttpAuth, SinkLimits};
 use super::SinkError;
-use crate::config::{HttpAuth, SinkLimits};
 
 /// Longest response body kept in a dead-letter message, in bytes.
 pub const MAX_ERROR_BODY_BYTES: usize = 512;
@@ -46,48 +46,14 @@ const MAX_SCOPED_WAIT: Duration = Duration::from_secs(60);
 /// How many per-resource rate limits one request waits out before giving up for now.
 const MAX_SCOPED_RETRIES: u32 = 5;
 
-/// Why a base URL is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UrlError(pub String);
-
-/// Check a configured base URL: `https://` with a host, no credentials, query or fragment.
-///
-/// The one exception is deliberate and narrow: plain `http://` is accepted when the host is a
-/// loopback address (`127.0.0.0/8`, `::1`) or `localhost`, so that tests and local relays
-/// can run without certificates. Nothing else goes unencrypted: not private ranges, not
-/// hostnames that merely resolve to loopback.
-pub fn check_base_url(raw: &str) -> Result<Url, UrlError> {
-    let url = Url::parse(raw).map_err(|e| UrlError(format!("`{raw}` is not a URL: {e}")))?;
-    let host = url
-        .host_str()
-        .ok_or_else(|| UrlError(format!("`{raw}` has no host")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(UrlError(
-            "must not carry credentials; use the sink's token or password settings".into(),
-        ));
+/// `Retry-After` as a delay: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
     }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(UrlError(format!(
-            "`{raw}` must not have a query or a fragment"
-        )));
-    }
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(host) => Ok(url),
-        "http" => Err(UrlError(format!(
-            "`{raw}` is not https: plain http is allowed only for loopback addresses (127.0.0.1, ::1, localhost)"
-        ))),
-        other => Err(UrlError(format!(
-            "`{raw}`: scheme {other} is not supported; use https://"
-        ))),
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// An HTTP response the sink handles itself (a 2xx, or a status it asked for).
@@ -218,7 +184,7 @@ impl fmt::Debug for Api {
 }
 
 impl Api {
-    /// A client for `base` (already checked by [`check_base_url`]).
+    /// A client for `base` (already checked by [`check_base_url`](super::config::check_base_url)).
     pub fn new(
         name: &'static str,
         base: Url,
@@ -756,27 +722,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_urls_need_https_except_on_loopback() {
-        assert!(check_base_url("https://acme.zendesk.com").is_ok());
-        assert!(check_base_url("https://acme.zendesk.com/").is_ok());
-        assert!(check_base_url("http://127.0.0.1:8080").is_ok());
-        assert!(check_base_url("http://127.5.0.1:8080").is_ok());
-        assert!(check_base_url("http://[::1]:8080/x").is_ok());
-        assert!(check_base_url("http://localhost:1").is_ok());
-        for bad in [
-            "http://acme.zendesk.com",
-            "http://10.0.0.1",
-            "http://192.168.1.1",
-            "http://localhost.example.com",
-            "ftp://acme.example.com",
-            "https://user:pw@acme.zendesk.com",
-            "https://acme.zendesk.com/?x=1",
-            "acme.zendesk.com",
-        ] {
-            assert!(check_base_url(bad).is_err(), "{bad} accepted");
-        }
-        let e = check_base_url("http://acme.zendesk.com").unwrap_err();
-        assert!(e.0.contains("only for loopback"), "{e}");
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
     }
 
     #[test]

@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use super::config::Mode;
 use super::http::TicketLocks;
 use crate::catalog::Catalog;
-use crate::config::Mode;
 use crate::decision::Decision;
 use crate::reply;
 

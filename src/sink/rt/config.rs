@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Ctx, HttpAuth, Mode, PostBackSettings, RawLimits, SecretRef};
+use crate::config::{ConfigError, Ctx, SecretRef};
+use crate::sink::config::{HttpAuth, Mode, PostBackSettings, RawLimits};
 
 /// Requests per minute by default. RT is usually run by the same organisation as triage and
 /// has no published limit; 300 a minute (5 a second) keeps a small RT responsive for agents.
@@ -167,7 +168,7 @@ impl RawRtSource {
     /// Check the section; the token stays unread until `triage ingest` starts.
     pub(crate) fn validate(self, ctx: &Ctx<'_>) -> Result<RtSourceSettings, ConfigError> {
         let s = "ingest.rt";
-        let base_url = crate::sink::http::check_base_url(&self.base_url)
+        let base_url = crate::sink::config::check_base_url(&self.base_url)
             .map_err(|e| ctx.err(&format!("{s}.base_url"), e.0))?;
         let Some(token) = ctx.secret_pair(s, "token", self.token_env, self.token_file)? else {
             return Err(ctx.err(
@@ -221,7 +222,8 @@ impl RawRtSource {
 mod tests {
     use std::path::Path;
 
-    use crate::config::{HttpAuth, Mode, Settings};
+    use crate::config::Settings;
+    use crate::sink::config::{HttpAuth, Mode};
 
     fn parse(text: &str) -> Result<crate::config::Settings, String> {
         Settings::parse(text, Path::new("t.toml")).map_err(|e| e.to_string())

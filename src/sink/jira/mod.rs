@@ -25,6 +25,8 @@
 //! finishes its tickets (the drain) before the next owner starts; the only remaining window is
 //! a ticket still being written after the drain timeout, between the look and the comment.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,11 +36,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
+use self::config::JiraSettings;
 use super::http::{Api, Call};
 use super::note::{is_triage_note, Markup, Writer};
 use super::{Delivery, SinkError, TicketSink};
 use crate::catalog::Catalog;
-use crate::config::JiraSettings;
 
 /// Comments per page when looking for triage's comment.
 const PAGE: usize = 100;

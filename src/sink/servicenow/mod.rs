@@ -19,6 +19,8 @@
 //! workers the same partition-ownership argument as for Jira applies (no compare-and-set
 //! exists in the Table API).
 
+pub mod config;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,11 +28,11 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 use tracing::debug;
 
+use self::config::{ServiceNowId, ServiceNowSettings};
 use super::http::{Api, Call};
 use super::note::{Markup, Writer};
 use super::{Delivery, SinkError, TicketSink};
 use crate::catalog::Catalog;
-use crate::config::{ServiceNowId, ServiceNowSettings};
 
 /// A work note and a symptom field in ServiceNow.
 #[derive(Debug)]

@@ -23,6 +23,8 @@
 //! write; the read is therefore done immediately before the write (after the note), which keeps
 //! that moment as short as one round trip.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,12 +33,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
+use self::config::FreshdeskSettings;
 use super::http::{Api, Call};
 use super::note::{is_triage_note, Markup, Writer};
 use super::zendesk::numeric_id;
 use super::{Delivery, SinkError, TicketSink};
 use crate::catalog::Catalog;
-use crate::config::FreshdeskSettings;
 
 /// Conversations per page.
 const PAGE: usize = 100;

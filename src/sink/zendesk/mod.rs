@@ -32,6 +32,8 @@
 //!
 //! The look-back covers the 100 most recent comments.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -40,11 +42,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
+use self::config::ZendeskSettings;
 use super::http::{Api, Call};
 use super::note::{is_triage_note, Markup, Writer};
 use super::{Delivery, SinkError, TicketSink};
 use crate::catalog::Catalog;
-use crate::config::ZendeskSettings;
 
 /// How many 409 Conflicts in a row one delivery accepts before it retries later.
 const MAX_CONFLICTS: usize = 5;

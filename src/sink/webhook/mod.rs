@@ -10,18 +10,22 @@
 //! retried (honouring `Retry-After` in seconds or as an HTTP date); any other 4xx rejects the
 //! ticket for good (dead letter, with the status and the start of the response body).
 
-use std::time::{Duration, SystemTime};
+pub mod config;
+
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 use tracing::info;
 
-use super::http::{check_base_url, Api, Call};
+use self::config::WebhookSettings;
+use super::config::{check_base_url, HttpAuth, Mode};
+use super::http::{retry_after, Api, Call};
 use super::{Delivery, SinkError, TicketSink};
-use crate::config::{HttpAuth, Mode, Secret, WebhookSettings};
+use crate::config::Secret;
 use crate::decision::DecisionRecord;
 
 /// The signature header's name.
@@ -102,16 +106,6 @@ pub fn classify_status(
     }
 }
 
-/// `Retry-After` as a delay: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 #[async_trait]
 impl TicketSink for WebhookSink {
     fn name(&self) -> &str {
@@ -181,18 +175,5 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h, now), None);
     }
 }
