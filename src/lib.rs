@@ -26,8 +26,12 @@
 //!   part shares (`[kafka]`, `[input]`, `[worker]`, `[server]`, `[log]`, `[catalogue]`);
 //!   `config/locate.rs` words every error as `path:line: key: message`, `config/secret.rs`
 //!   reads secrets from the environment or files. Other sections are read next to their code.
+//! - [`worker`]: wiring for `triage run`: settings -> source, sinks, dead letters, server and
+//!   catalogue reload, then the pipeline.
 //! - [`pipeline`]: the run loop of `triage run`: recv -> decode -> classify -> post -> store
 //!   offset, with back-pressure, retries, dead letters and a bounded drain on shutdown.
+//! - [`shutdown`]: SIGTERM / SIGINT -> the shutdown token passed to the worker and to
+//!   `triage ingest`; the binary decides what a second signal does.
 //! - [`source`]: where records come from (the [`source::Source`] trait and its acks): a Kafka
 //!   consumer group, or JSON Lines.
 //! - [`kafka`]: the Kafka side: client configuration (`config`), the start-up probe (`probe`),
@@ -62,6 +66,8 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod server;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod workbench;
+pub mod worker;

@@ -779,10 +779,14 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode> {
             .build()?
     };
     let summary = runtime.block_on(async {
-        let shutdown = triage::pipeline::shutdown_on_signals()?;
+        let signals = triage::shutdown::Signals::listen()?;
         let input = a.input.as_deref();
-        let run = triage::pipeline::run_with(&settings, catalogue, &telemetry, input, shutdown);
-        anyhow::Ok(run.await?)
+        let run =
+            triage::worker::run_with(&settings, catalogue, &telemetry, input, signals.token());
+        tokio::select! {
+            r = run => anyhow::Ok(r?),
+            () = signals.second() => exit_on_second_signal(),
+        }
     })?;
     if quiet && summary.dead_lettered > 0 {
         let name = a
@@ -962,10 +966,21 @@ fn ingest_cmd(a: IngestArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let shutdown = triage::pipeline::shutdown_on_signals()?;
-        anyhow::Ok(triage::ingest::run(&settings, shutdown).await?)
+        let signals = triage::shutdown::Signals::listen()?;
+        tokio::select! {
+            r = triage::ingest::run(&settings, signals.token()) => anyhow::Ok(r?),
+            () = signals.second() => exit_on_second_signal(),
+        }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A second stop signal: exit at once (status 130) without waiting for the drain.
+fn exit_on_second_signal() -> ! {
+    tracing::warn!(
+        "second stop signal: exiting now; tickets in flight will be handled again after a restart"
+    );
+    std::process::exit(130);
 }
 
 /// Logs on standard error: TRIAGE_LOG, else `[log] level`, else info (warn for --input); in

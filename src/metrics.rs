@@ -512,7 +512,7 @@ impl CatalogueMetrics {
 
 /// The handles of one sink, resolved when it started. The pipeline records every call
 /// ([`SinkMetrics::request`], [`SinkMetrics::retry`]). A sink with a circuit breaker takes its
-/// own clone when it is built (`telemetry.metrics.sink(name)` in `pipeline::run_with`, with
+/// own clone when it is built (`telemetry.metrics.sink(name)` in `worker::run_with`, with
 /// the name its `TicketSink::name` returns) and calls [`SinkMetrics::circuit_open`] when the
 /// breaker opens and closes; `/readyz` follows.
 #[derive(Clone)]

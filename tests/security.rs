@@ -411,7 +411,7 @@ async fn posted_note(vendor: Vendor) -> String {
         triage::config::Settings::parse(&text, std::path::Path::new("notes.toml")).unwrap();
     let classifier =
         triage::classify::Classifier::new(triage::catalog::Catalog::builtin()).unwrap();
-    let sinks = triage::pipeline::ticketing_sinks(&settings, &classifier).unwrap();
+    let sinks = triage::worker::ticketing_sinks(&settings, &classifier).unwrap();
     let p = triage::pipeline::Pipeline::new(
         classifier,
         TicketShape::preset(Preset::Plain, 1 << 20),

@@ -23,12 +23,13 @@ use triage::catalog::Catalog;
 use triage::classify::Classifier;
 use triage::config::{Settings, WorkerSettings};
 use triage::decision::{Decision, SourceRef};
-use triage::pipeline::{ticketing_sinks, Pipeline, Summary};
+use triage::pipeline::{Pipeline, Summary};
 use triage::sink::dead_letter::{DeadLetter, DeadLetterSink};
 use triage::sink::note::{render, Markup};
 use triage::sink::{Delivery, SinkError, TicketSink};
 use triage::source::jsonl::JsonlSource;
 use triage::ticket::{Preset, Ticket, TicketShape};
+use triage::worker::ticketing_sinks;
 
 const MARKER: &str = "triage-done";
 const BODY: &str = "My security key PIN is blocked after too many wrong attempts.";
