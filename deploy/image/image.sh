@@ -53,7 +53,7 @@ Commands:
                (its sysroot, without the documentation), as /usr/local/rust; CARGO_HOME is
                /usr/local/cargo, as in the official rust images. The CA certificates this
                machine adds in /usr/local/share/ca-certificates go into the build base too
-               (never into the image), so that the build stage reaches crates.io as the
+               (never into the image), so that the build stage reaches the crate registry as the
                machine does. Made again when its recipe, those certificates or the
                toolchain change.
   podman ARGS...
@@ -240,7 +240,7 @@ make_build_base() {
   rm -rf "$ctx"
   mkdir -p "$ctx/rust" "$ctx/ca-certificates"
   # The CA certificates this machine adds to Debian's (update-ca-certificates reads them from
-  # /usr/local/share/ca-certificates): where the machine reaches crates.io through a proxy of
+  # /usr/local/share/ca-certificates): where the machine reaches the crate registry through a proxy of
   # its own, so must the build stage. Only the build base gets them, never the image.
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$ctx/ca-certificates/"
