@@ -222,7 +222,12 @@ fn fold(c: char) -> Fold {
 }
 
 /// Contractions and their one spelling, so catalogues write `can't` once.
+#[inline]
 fn canonical_contraction(word: &[u8]) -> Option<&'static str> {
+    // Every form below ends in `t` and is 4 to 9 bytes long: one compare turns away most words.
+    if !(4..=9).contains(&word.len()) || word[word.len() - 1] != b't' {
+        return None;
+    }
     Some(match word {
         b"cant" | b"cannot" => "can't",
         b"dont" => "don't",
@@ -873,5 +878,53 @@ mod tests {
         let w = n.text.find("work").unwrap();
         let (s, e) = n.source_span(w, w + 4);
         assert_eq!(&src[s..e], "work");
+    }
+
+    /// The contraction table without its length and last-byte shortcut.
+    fn contraction_reference(word: &[u8]) -> Option<&'static str> {
+        const FORMS: [(&str, &str); 15] = [
+            ("cant", "can't"),
+            ("cannot", "can't"),
+            ("dont", "don't"),
+            ("doesnt", "doesn't"),
+            ("didnt", "didn't"),
+            ("isnt", "isn't"),
+            ("wont", "won't"),
+            ("wasnt", "wasn't"),
+            ("arent", "aren't"),
+            ("werent", "weren't"),
+            ("couldnt", "couldn't"),
+            ("wouldnt", "wouldn't"),
+            ("havent", "haven't"),
+            ("hasnt", "hasn't"),
+            ("shouldnt", "shouldn't"),
+        ];
+        FORMS
+            .iter()
+            .find(|(f, _)| f.as_bytes() == word)
+            .map(|(_, c)| *c)
+    }
+
+    #[test]
+    fn contraction_shortcut_keeps_the_table() {
+        let mut words: Vec<&[u8]> = vec![b"", b"t", b"nt", b"cannt", b"shouldnt", b"shouldntt"];
+        let table = [
+            "cant", "cannot", "dont", "doesnt", "didnt", "isnt", "wont", "wasnt", "arent",
+            "werent", "couldnt", "wouldnt", "havent", "hasnt", "shouldnt", "can't", "cannon",
+        ];
+        words.extend(table.iter().map(|w| w.as_bytes()));
+        for w in words {
+            assert_eq!(canonical_contraction(w), contraction_reference(w), "{w:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn contraction_shortcut_on_random_words(w in "[a-z']{0,12}") {
+            proptest::prop_assert_eq!(
+                canonical_contraction(w.as_bytes()),
+                contraction_reference(w.as_bytes())
+            );
+        }
     }
 }
