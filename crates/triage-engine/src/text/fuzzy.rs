@@ -40,6 +40,11 @@ pub struct Lexicon {
     /// Bit `len` set when some shorthand word has that length: most words are turned away
     /// without hashing.
     shorthand_lengths: u64,
+    /// Per first byte, bit `len` set when some shorthand word starting with that byte has that
+    /// length; and the same per last byte. Together they turn away nearly every ticket word
+    /// that passes `shorthand_lengths` (`please`, `security`) with two loads instead of a hash.
+    shorthand_first: Vec<u64>,
+    shorthand_last: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +128,13 @@ impl Lexicon {
                 continue;
             }
             self.shorthand_lengths |= 1 << short.len();
+            if self.shorthand_first.is_empty() {
+                self.shorthand_first = vec![0; 256];
+                self.shorthand_last = vec![0; 256];
+            }
+            let b = short.as_bytes();
+            self.shorthand_first[b[0] as usize] |= 1 << b.len();
+            self.shorthand_last[b[b.len() - 1] as usize] |= 1 << b.len();
             self.shorthand.insert(short.as_bytes().into(), long.into());
         }
         self
@@ -132,6 +144,13 @@ impl Lexicon {
     #[inline]
     pub fn expand(&self, word: &[u8]) -> Option<&str> {
         if word.len() > 63 || self.shorthand_lengths & (1 << word.len()) == 0 {
+            return None;
+        }
+        // A non-empty word of a listed length: the tables exist (a pair was added).
+        let bit = 1 << word.len();
+        if self.shorthand_first[word[0] as usize] & bit == 0
+            || self.shorthand_last[word[word.len() - 1] as usize] & bit == 0
+        {
             return None;
         }
         self.shorthand.get(word).map(|w| &**w)
@@ -396,5 +415,47 @@ mod tests {
         assert_eq!(l.correct(b"xecurity"), None);
         // Too far.
         assert_eq!(l.correct(b"sanctity"), None);
+    }
+
+    #[test]
+    fn shorthand_filter_turns_away_only_non_shorthand() {
+        let pairs = [
+            ("pk", "passkey"),
+            ("pks", "passkeys"),
+            ("fido2key", "fido2 key"),
+            ("whfb", "windows hello for business"),
+            ("authr", "authenticator"),
+        ];
+        let l = lex().with_shorthand(pairs);
+        let map: std::collections::HashMap<&[u8], &str> =
+            pairs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        let mut words: Vec<Vec<u8>> = vec![Vec::new()];
+        for w in [
+            "pk", "pks", "pkz", "ppk", "fido2key", "fido2kez", "whfb", "whfc", "authr",
+        ] {
+            words.push(w.as_bytes().to_vec());
+        }
+        // Every word of up to 3 bytes over an alphabet that shares first and last bytes with
+        // the shorthand.
+        let alphabet = b"pkszwhbf2r";
+        let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..3 {
+            last = last
+                .iter()
+                .flat_map(|w| {
+                    alphabet.iter().map(move |&c| {
+                        let mut w = w.clone();
+                        w.push(c);
+                        w
+                    })
+                })
+                .collect();
+            words.extend(last.iter().cloned());
+        }
+        for w in &words {
+            assert_eq!(l.expand(w), map.get(w.as_slice()).copied(), "{w:?}");
+        }
+        assert_eq!(lex().expand(b"pk"), None);
+        assert_eq!(lex().expand(b""), None);
     }
 }

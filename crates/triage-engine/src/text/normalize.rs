@@ -173,6 +173,36 @@ const fn class_table() -> [Class; 128] {
 
 static CLASS: [Class; 128] = class_table();
 
+/// In [`WORD_BITS`]: the byte is an ASCII letter or digit.
+const WORD_ANY: u8 = 1;
+/// In [`WORD_BITS`]: the byte is an ASCII capital.
+const WORD_UPPER: u8 = 2;
+/// In [`WORD_BITS`]: the byte is an ASCII digit.
+const WORD_DIGIT: u8 = 4;
+
+/// Per byte, what the word fast path needs to know: `0` ends the run (anything but an ASCII
+/// letter or digit, every non-ASCII byte included).
+const fn word_bits() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = if c.is_ascii_lowercase() {
+            WORD_ANY
+        } else if c.is_ascii_uppercase() {
+            WORD_ANY | WORD_UPPER
+        } else if c.is_ascii_digit() {
+            WORD_ANY | WORD_DIGIT
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+}
+
+static WORD_BITS: [u8; 256] = word_bits();
+
 /// How a non-ASCII character is treated.
 enum Fold {
     /// Replace with this lower-case ASCII text (`é` -> `e`, `’` -> `'`).
@@ -222,7 +252,12 @@ fn fold(c: char) -> Fold {
 }
 
 /// Contractions and their one spelling, so catalogues write `can't` once.
+#[inline]
 fn canonical_contraction(word: &[u8]) -> Option<&'static str> {
+    // Every form below ends in `t` and is 4 to 9 bytes long: one compare turns away most words.
+    if !(4..=9).contains(&word.len()) || word[word.len() - 1] != b't' {
+        return None;
+    }
     Some(match word {
         b"cant" | b"cannot" => "can't",
         b"dont" => "don't",
@@ -473,18 +508,21 @@ impl<'a> Builder<'a> {
         self.out.text.push_str(s);
     }
 
-    /// A run of ASCII letters and digits, lower-cased on the way.
+    /// A run of ASCII letters and digits, lower-cased on the way; `flags` is the union of its
+    /// bytes' [`WORD_BITS`], so a run of lower-case letters is copied as it is.
     #[inline]
-    fn word_run(&mut self, run: &str, src: u32) {
+    fn word_run(&mut self, run: &str, src: u32, flags: u8) {
         self.flush_ws();
         self.start_word(src);
         self.map_identity(src);
-        if self.word_plain && !run.bytes().all(|c| c.is_ascii_alphabetic()) {
+        if flags & WORD_DIGIT != 0 {
             self.word_plain = false;
         }
         let norm = self.out.text.len();
         self.out.text.push_str(run);
-        self.out.text[norm..].make_ascii_lowercase();
+        if flags & WORD_UPPER != 0 {
+            self.out.text[norm..].make_ascii_lowercase();
+        }
     }
 
     #[inline]
@@ -588,15 +626,19 @@ fn run(source: &str, html: bool, lexicon: Option<&Lexicon>, buf: Normalized) -> 
             }
             match CLASS[c as usize] {
                 Class::Word => {
-                    // Fast path: a run of ASCII letters and digits in one go.
+                    // Fast path: a run of ASCII letters and digits in one go, one table load a
+                    // byte, noting on the way whether it holds capitals or digits.
+                    let mut flags = WORD_BITS[c as usize];
                     let mut j = i + 1;
-                    while j < bytes.len()
-                        && bytes[j] < 0x80
-                        && CLASS[bytes[j] as usize] == Class::Word
-                    {
+                    while j < bytes.len() {
+                        let f = WORD_BITS[bytes[j] as usize];
+                        if f == 0 {
+                            break;
+                        }
+                        flags |= f;
                         j += 1;
                     }
-                    b.word_run(&source[i..j], src);
+                    b.word_run(&source[i..j], src, flags);
                     i = j;
                     continue;
                 }
@@ -873,5 +915,108 @@ mod tests {
         let w = n.text.find("work").unwrap();
         let (s, e) = n.source_span(w, w + 4);
         assert_eq!(&src[s..e], "work");
+    }
+
+    /// The contraction table without its length and last-byte shortcut.
+    fn contraction_reference(word: &[u8]) -> Option<&'static str> {
+        const FORMS: [(&str, &str); 15] = [
+            ("cant", "can't"),
+            ("cannot", "can't"),
+            ("dont", "don't"),
+            ("doesnt", "doesn't"),
+            ("didnt", "didn't"),
+            ("isnt", "isn't"),
+            ("wont", "won't"),
+            ("wasnt", "wasn't"),
+            ("arent", "aren't"),
+            ("werent", "weren't"),
+            ("couldnt", "couldn't"),
+            ("wouldnt", "wouldn't"),
+            ("havent", "haven't"),
+            ("hasnt", "hasn't"),
+            ("shouldnt", "shouldn't"),
+        ];
+        FORMS
+            .iter()
+            .find(|(f, _)| f.as_bytes() == word)
+            .map(|(_, c)| *c)
+    }
+
+    #[test]
+    fn contraction_shortcut_keeps_the_table() {
+        let mut words: Vec<&[u8]> = vec![b"", b"t", b"nt", b"cannt", b"shouldnt", b"shouldntt"];
+        let table = [
+            "cant", "cannot", "dont", "doesnt", "didnt", "isnt", "wont", "wasnt", "arent",
+            "werent", "couldnt", "wouldnt", "havent", "hasnt", "shouldnt", "can't", "cannon",
+        ];
+        words.extend(table.iter().map(|w| w.as_bytes()));
+        for w in words {
+            assert_eq!(canonical_contraction(w), contraction_reference(w), "{w:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn contraction_shortcut_on_random_words(w in "[a-z']{0,12}") {
+            proptest::prop_assert_eq!(
+                canonical_contraction(w.as_bytes()),
+                contraction_reference(w.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn word_bits_agree_with_the_classes() {
+        for c in 0..=255u8 {
+            let word = c < 0x80 && CLASS[c as usize] == Class::Word;
+            assert_eq!(WORD_BITS[c as usize] & WORD_ANY != 0, word, "{c}");
+            assert_eq!(
+                WORD_BITS[c as usize] & WORD_UPPER != 0,
+                c.is_ascii_uppercase()
+            );
+            assert_eq!(WORD_BITS[c as usize] & WORD_DIGIT != 0, c.is_ascii_digit());
+        }
+    }
+
+    fn test_lexicon() -> Lexicon {
+        Lexicon::new(
+            [
+                "security",
+                "yubikey",
+                "passkey",
+                "registration",
+                "fingerprint",
+            ],
+            ["securely"],
+        )
+        .with_shorthand([
+            ("pk", "passkey"),
+            ("yk", "yubikey"),
+            ("fido2key", "fido2 key"),
+        ])
+    }
+
+    /// Text, spans and lines of a normalisation, for comparing two of them.
+    fn shape(n: &Normalized) -> (String, Vec<u32>, Vec<(usize, usize)>) {
+        let spans = (0..=n.text.len())
+            .map(|i| n.source_span(i, (i + 1).min(n.text.len())))
+            .collect();
+        (n.text.clone(), n.lines.clone(), spans)
+    }
+
+    proptest::proptest! {
+        /// Capitals take the lower-casing path, lower case the plain copy: both must give the
+        /// same text, lines and spans (ASCII lower-casing keeps every byte offset).
+        #[test]
+        fn capitals_and_lower_case_normalise_alike(
+            s in "([A-Za-z0-9]{1,12}|[ \\n\\t.,'’-]|é|É|ß|ü|😡|&amp;|<b>|<p>|cant|CANNOT|PK|Yk|fido2KEY|SECUIRTY|yubikye|regsitration|passkey){0,40}",
+            html in proptest::bool::ANY,
+        ) {
+            let lex = test_lexicon();
+            let lower = s.to_ascii_lowercase();
+            let a = run(&s, html, Some(&lex), Normalized::default());
+            let b = run(&lower, html, Some(&lex), Normalized::default());
+            proptest::prop_assert_eq!(shape(&a), shape(&b));
+        }
     }
 }
