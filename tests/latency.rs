@@ -506,11 +506,11 @@ async fn paced_tickets_are_decided_and_written_back_once() {
         "tickets whose tags were not written exactly once (with a symptom) or not at all \
          (without): {wrong:?}"
     );
-    for i in 0..all {
+    for (i, found) in with_symptom.iter().enumerate() {
         let t = zendesk.ticket(&zid(i));
         assert_eq!(
             t.notes.len(),
-            usize::from(with_symptom[i]),
+            usize::from(*found),
             "ticket {}: notes",
             zid(i)
         );
