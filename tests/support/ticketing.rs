@@ -145,6 +145,18 @@ pub struct St {
     pub repeats_seen: AtomicUsize,
     /// Keep every request in `log` (turned off for runs of many thousand requests).
     pub keep_log: AtomicBool,
+    /// When each request arrived, by method and path only (light enough for runs of many
+    /// thousand requests; the paced latency run reads it). Off unless turned on.
+    pub arrivals: Mutex<Vec<Arrival>>,
+    pub keep_arrivals: AtomicBool,
+}
+
+/// When a request arrived (its headers and body read), and what it was.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub method: Method,
+    pub path: String,
 }
 
 /// The marker tag triage writes after the note (its default `worker.marker_tag`).
@@ -171,6 +183,8 @@ impl Server {
             violations: Mutex::default(),
             repeats_seen: AtomicUsize::new(0),
             keep_log: AtomicBool::new(true),
+            arrivals: Mutex::default(),
+            keep_arrivals: AtomicBool::new(false),
         });
         let app = axum::Router::new().fallback(handle).with_state(st.clone());
         let addr = super::serve_on_loopback(app).await;
@@ -331,6 +345,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if st.keep_arrivals.load(Ordering::Acquire) {
+        st.arrivals.lock().unwrap().push(Arrival {
+            at: Instant::now(),
+            method: method.clone(),
+            path: uri.path().to_string(),
+        });
+    }
     let h = |k: &str| {
         headers
             .get(k)
